@@ -1,0 +1,55 @@
+/*
+ * request.h - decoding and validating API request bodies.
+ *
+ * A parser in the nginx/hiredis sense: bytes in, a validated struct or a
+ * precise error out, no I/O, no engine state. Everything that reaches the
+ * engine (and so the log) has passed through here, which is why this is also
+ * a fuzz target.
+ */
+#ifndef DTX_REQUEST_H
+#define DTX_REQUEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/txn.h"
+
+/* Stable error codes of the API (docs/API.md lists them). */
+#define REQ_ERR_INVALID_JSON   "invalid_json"
+#define REQ_ERR_MISSING_FIELD  "missing_field"
+#define REQ_ERR_WRONG_TYPE     "wrong_type"
+#define REQ_ERR_INVALID_VALUE  "invalid_value"
+#define REQ_ERR_INVALID_TYPE   "invalid_type"
+#define REQ_ERR_INVALID_URL    "invalid_url"
+#define REQ_ERR_UNKNOWN_FIELD  "unknown_field"
+#define REQ_ERR_TOO_MANY_STEPS "too_many_steps"
+
+struct req_error {
+    const char *code; /* one of REQ_ERR_* (static) */
+    char field[128];  /* JSON path of the field at fault, "" for the whole body */
+    char message[256];
+};
+
+struct req_limits {
+    uint32_t max_steps;
+    uint32_t max_wait_ms;
+    struct retry_policy default_retry;
+    uint32_t default_request_timeout_ms;
+    uint32_t default_wait_timeout_ms;
+    /* Non-zero when a transport serves url's scheme; NULL accepts http(s) only. */
+    int (*url_ok)(void *arg, const char *url);
+    void *url_ok_arg;
+};
+
+/*
+ * Decode a POST /v1/transactions body. On success returns 0 and a new spec in
+ * *out (caller frees with txn_spec_free). On bad input returns DTX_EINVAL and
+ * fills *err; *out is NULL.
+ */
+int request_parse_create(const char *body, size_t len, const struct req_limits *lim,
+                         struct txn_spec **out /* OUT */, struct req_error *err /* OUT */);
+
+/* Whether s is a valid gid: 1..128 bytes of [A-Za-z0-9._:-]. */
+int request_gid_ok(const char *s);
+
+#endif

@@ -1,0 +1,159 @@
+/*
+ * txn.h - the transaction model: global transactions, their branches, their
+ * states, and the one function per level through which every state changes.
+ *
+ * A global transaction (txn) has a type (the mode), a state, options and an
+ * ordered array of branches. For a saga a branch is one step: an action and
+ * its compensation. Later modes reuse the same branch states with their own
+ * operation names (try/confirm/cancel, prepare/commit/rollback, deliver).
+ *
+ * Global states (DESIGN §2):
+ *
+ *   prepared ──> submitted ──> succeeded
+ *      │             │
+ *      └──────> aborting ──> failed
+ *
+ * Branch states:
+ *
+ *   pending ──> running ──> succeeded ──> compensating ──> compensated
+ *                  │  └──────────────────────^
+ *                  └──> failed ───────────────^
+ *
+ * "running" means the forward operation was sent and its outcome is not known
+ * (it is being retried). "failed" means the participant refused it (409) or
+ * we gave up retrying; both count as started, so both are compensated.
+ */
+#ifndef DTX_TXN_H
+#define DTX_TXN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/sched.h"
+
+enum txn_type {
+    TXN_SAGA = 0, /* coordinator runs actions; compensations on failure */
+    TXN_TYPE_COUNT
+};
+
+enum txn_state {
+    TXN_PREPARED = 0, /* created, branches may still be registered (tcc, 2pc, msg) */
+    TXN_SUBMITTED,    /* going forward */
+    TXN_SUCCEEDED,    /* final: every forward operation succeeded */
+    TXN_ABORTING,     /* rolling back: compensations/cancels/rollbacks running */
+    TXN_FAILED,       /* final: rolled back */
+    TXN_STATE_COUNT
+};
+
+enum branch_state {
+    BR_PENDING = 0,  /* not started */
+    BR_RUNNING,      /* forward operation sent, outcome unknown (retrying) */
+    BR_SUCCEEDED,    /* forward operation succeeded */
+    BR_FAILED,       /* forward operation refused, or given up on */
+    BR_COMPENSATING, /* undo operation sent, retrying until it succeeds */
+    BR_COMPENSATED,  /* undo operation succeeded */
+    BR_STATE_COUNT
+};
+
+struct retry_policy {
+    uint32_t initial_ms; /* first backoff cap; also the fixed interval after 425 */
+    uint32_t max_ms;     /* the longest wait between two attempts */
+    uint32_t limit;      /* transient failures allowed before giving up / flagging */
+};
+
+/* A step as the client declared it (owned strings, NUL-terminated). */
+struct step_spec {
+    char *action;
+    char *compensate;
+    char *payload; /* compact JSON text sent as the request body */
+    size_t payload_len;
+};
+
+/* A validated request to create a transaction (see api/request.h). */
+struct txn_spec {
+    char *gid; /* NULL: the engine generates one */
+    enum txn_type type;
+    struct step_spec *steps;
+    uint32_t nsteps;
+    struct retry_policy retry;
+    uint32_t request_timeout_ms;
+    uint64_t timeout_ms; /* 0 = no deadline */
+    int wait;            /* answer only when finished (bounded by wait_timeout_ms) */
+    uint32_t wait_timeout_ms;
+};
+
+void txn_spec_free(struct txn_spec *spec); /* frees members and spec itself */
+
+struct txn;
+
+struct branch {
+    struct txn *txn;
+    uint32_t idx; /* 0-based; the branch id users see is idx + 1 */
+    char *action;
+    char *compensate;
+    char *payload;
+    size_t payload_len;
+    enum branch_state state;
+    uint32_t action_attempts;     /* forward calls made */
+    uint32_t compensate_attempts; /* undo calls made */
+    uint32_t transient;           /* transient failures of the current operation */
+    char *last_error;             /* NULL or the last failure's description */
+    int64_t updated_at;           /* wall ms */
+    int in_flight;                /* a call is outstanding */
+    struct sched_timer timer;     /* retry timer */
+};
+
+struct txn_waiter; /* engine-private */
+
+struct txn {
+    char *gid;
+    uint64_t seq; /* creation order, stable across restarts; list cursors use it */
+    enum txn_type type;
+    enum txn_state state;
+    int needs_attention; /* a must-succeed operation exhausted its retry limit */
+    int durable;         /* its creation record is on disk */
+    int64_t created_at, updated_at, finished_at; /* wall ms; finished_at 0 if not */
+    struct retry_policy retry;
+    uint32_t request_timeout_ms;
+    uint64_t timeout_ms;
+    struct branch *branches;
+    uint32_t nbranches;
+    struct sched_timer timeout_timer;
+    struct txn_waiter *waiters; /* replies waiting on this txn */
+    struct txn *fin_next;       /* finished-order list, for retention */
+    uint32_t pending_records;   /* appended, not yet durable */
+};
+
+const char *txn_type_name(enum txn_type t);
+const char *txn_state_name(enum txn_state s);
+const char *branch_state_name(enum branch_state s);
+/* Parse a name back. Returns 0 or DTX_EINVAL. */
+int txn_type_parse(const char *s, enum txn_type *out /* OUT */);
+int txn_state_parse(const char *s, enum txn_state *out /* OUT */);
+int branch_state_parse(const char *s, enum branch_state *out /* OUT */);
+
+int txn_state_is_final(enum txn_state s);
+/* Whether from -> to is a legal transition (the tables above). */
+int txn_transition_ok(enum txn_state from, enum txn_state to);
+int branch_transition_ok(enum branch_state from, enum branch_state to);
+
+/*
+ * The only way a txn's state changes. Checks the transition (returns
+ * DTX_ESTATE and changes nothing if illegal), stamps updated_at/finished_at
+ * with now_wall and logs old -> new at debug level with why.
+ */
+int txn_set_state(struct txn *t, enum txn_state to, int64_t now_wall, const char *why);
+/* The same for a branch. */
+int branch_set_state(struct branch *b, enum branch_state to, int64_t now_wall, const char *why);
+/* Replace b->last_error with a copy of err (NULL clears). */
+void branch_set_error(struct branch *b, const char *err);
+
+/* A new txn from a spec (copies everything; spec unchanged), state
+ * TXN_SUBMITTED for a saga. gid must be set. */
+struct txn *txn_new_from_spec(const struct txn_spec *spec, const char *gid, uint64_t seq,
+                              int64_t now_wall);
+void txn_free(struct txn *t);
+/* Whether spec describes the same transaction as t (idempotent re-create). */
+int txn_matches_spec(const struct txn *t, const struct txn_spec *spec);
+
+#endif

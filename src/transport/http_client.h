@@ -1,0 +1,29 @@
+/*
+ * http_client.h - the HTTP(S) branch transport: libcurl's multi interface
+ * driven by the libuv loop (curl_multi_socket_action + uv_poll + one uv_timer),
+ * with keep-alive connection reuse and a pool of easy handles.
+ */
+#ifndef DTX_HTTP_CLIENT_H
+#define DTX_HTTP_CLIENT_H
+
+#include <uv.h>
+
+#include "transport/transport.h"
+
+struct http_client_config {
+    long max_connections;      /* connection cache size; 0 = default (1024) */
+    long max_host_connections; /* per host; 0 = unlimited */
+};
+
+/*
+ * Create the transport on loop. Its scheme is "http"; register it for "https"
+ * as well. Calls POST req->url with req->body and the headers of DESIGN §2:
+ * Content-Type: application/json, Dtx-Gid, Dtx-Branch, Dtx-Op, Dtx-Type,
+ * Idempotency-Key: gid/branch/op, traceparent (when given). Status mapping:
+ * 2xx SUCCESS, 409 FAILURE, 425 ONGOING, anything else / connect error /
+ * timeout TRANSIENT (error names the cause, e.g. "HTTP 500" or curl's text).
+ * Returns NULL on failure to initialise curl.
+ */
+struct transport *http_client_new(uv_loop_t *loop, const struct http_client_config *cfg);
+
+#endif
