@@ -33,8 +33,8 @@ const char *clock_fmt_rfc3339(int64_t wall_ms, char out[32])
     gmtime_r(&secs, &tm);
     /* the buffer is big enough for years below 10000, which is all we format */
     char tmp[80];
-    snprintf(tmp, sizeof tmp, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(wall_ms % 1000));
+    snprintf(tmp, sizeof tmp, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(wall_ms % 1000));
     memcpy(out, tmp, 31);
     out[31] = '\0';
     return out;

@@ -68,6 +68,8 @@ void enc_str(struct buf *b, const char *s, size_t len)
         enc_u32(b, UINT32_MAX);
         return;
     }
+    /* a longer string would be cut (or read back as NULL): a programming error */
+    must(len < UINT32_MAX ? 0 : DTX_ETOOBIG);
     enc_u32(b, (uint32_t)len);
     must(buf_append(b, s, len));
 }

@@ -40,7 +40,10 @@ void sched_disarm(struct sched *s, struct sched_timer *t);
 /* Due time of the earliest timer, or UINT64_MAX when none. */
 uint64_t sched_next_due(const struct sched *s);
 /* Fire (disarm, then call) every timer with due <= now, earliest first.
- * A callback may arm or disarm any timer. Returns how many fired. */
+ * A callback may arm or disarm any timer. Returns how many fired.
+ * A timer armed or re-armed by a callback never fires in the same run, even
+ * if already due: the run stops when it reaches the top, and it fires on the
+ * next call (so sched_next_due() <= now after a run means "run again"). */
 size_t sched_run(struct sched *s, uint64_t now);
 
 #endif

@@ -1,0 +1,451 @@
+/*
+ * request.c - decoding and validating POST /v1/transactions (see request.h
+ * and docs/API.md, which is the contract this file implements).
+ *
+ * The body is parsed by jansson with duplicate keys rejected, then walked
+ * once, object by object. At each object the keys are checked first, so a
+ * misspelt option is reported as `unknown_field` rather than as the required
+ * field it was meant to be; then the fields in a fixed order (type, gid,
+ * steps, retry, request_timeout_ms, timeout_ms, wait, wait_timeout_ms). The
+ * first problem found is the answer: its stable code, the JSON path of the
+ * field (`steps[1].action`, `retry.limit`; "" for the whole body) and a
+ * message that starts with that path.
+ *
+ * Optional fields that are present must have their documented type: JSON
+ * null is not "absent" (except as a step payload, where null is a value).
+ * A step's payload is kept as compact JSON text, re-serialized from the
+ * parsed value, so whitespace never makes two equal bodies differ.
+ *
+ * Error fields and messages may quote a client's key. They are cut at a
+ * UTF-8 character boundary when too long, and jansson's own error text
+ * (which can quote raw input bytes) is reduced to printable ASCII, so an
+ * error can always be sent back as JSON.
+ */
+#include "api/request.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/err.h"
+
+#define URL_MAX             2048
+#define GID_MAX             128
+#define RETRY_INITIAL_MAX   3600000LL  /* 1 hour */
+#define RETRY_MAX_MAX       86400000LL /* 1 day */
+#define RETRY_LIMIT_MAX     1000000LL
+#define REQUEST_TIMEOUT_MAX 600000LL      /* 10 minutes */
+#define TXN_TIMEOUT_MAX     31536000000LL /* 365 days */
+
+static const char *const top_keys[] = {
+    "gid",        "type", "steps",           "retry", "request_timeout_ms",
+    "timeout_ms", "wait", "wait_timeout_ms", NULL};
+static const char *const step_keys[] = {"action", "compensate", "payload", NULL};
+static const char *const retry_keys[] = {"initial_interval_ms", "max_interval_ms", "limit", NULL};
+
+/* Cut s (NUL-terminated, valid UTF-8 except perhaps for a truncated last
+ * character) back to the last complete character. */
+static void utf8_trim(char *s)
+{
+    size_t n = strlen(s);
+    size_t i = n;
+    while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
+        i--;
+    if (i == 0)
+        return;
+    unsigned char lead = (unsigned char)s[i - 1];
+    size_t want = 1;
+    if (lead >= 0xF0)
+        want = 4;
+    else if (lead >= 0xE0)
+        want = 3;
+    else if (lead >= 0xC0)
+        want = 2;
+    if (n - (i - 1) < want)
+        s[i - 1] = '\0';
+}
+
+/* Fill err and return DTX_EINVAL. field is the JSON path ("" for the body). */
+static int fail(struct req_error *err, const char *code, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int fail(struct req_error *err, const char *code, const char *field, const char *fmt, ...)
+{
+    err->code = code;
+    snprintf(err->field, sizeof err->field, "%s", field);
+    utf8_trim(err->field);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    utf8_trim(err->message);
+    return DTX_EINVAL;
+}
+
+/* Copy jansson's error text into out (size n) as printable ASCII. */
+static const char *ascii_text(const char *s, char *out, size_t n)
+{
+    size_t o = 0;
+    for (; *s && o + 1 < n; s++) {
+        unsigned char c = (unsigned char)*s;
+        out[o++] = (c < 0x20 || c >= 0x7f) ? '?' : (char)c;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* Report the first key of obj that is not in known (a NULL-ended list), with
+ * its path prefix+key. Returns 0 or DTX_EINVAL. */
+static int check_keys(json_t *obj, const char *const *known, const char *prefix,
+                      struct req_error *err)
+{
+    const char *key;
+    json_t *val;
+    json_object_foreach(obj, key, val)
+    {
+        int found = 0;
+        for (const char *const *k = known; *k != NULL && !found; k++)
+            found = strcmp(*k, key) == 0;
+        if (!found) {
+            char path[sizeof err->field];
+            snprintf(path, sizeof path, "%s%s", prefix, key);
+            utf8_trim(path);
+            return fail(err, REQ_ERR_UNKNOWN_FIELD, path, "%s is not a known field", path);
+        }
+    }
+    return 0;
+}
+
+/*
+ * Read the optional integer obj[key] (path names it in errors) into *out if
+ * present and in [lo, hi]; *out is left alone when absent. Returns 1 when
+ * present, 0 when absent, DTX_EINVAL (err filled) when not a JSON integer
+ * (wrong_type) or out of range (invalid_value).
+ */
+static int get_int(json_t *obj, const char *key, const char *path, long long lo, long long hi,
+                   long long *out /* OUT */, struct req_error *err)
+{
+    json_t *v = json_object_get(obj, key);
+    if (v == NULL)
+        return 0;
+    if (!json_is_integer(v))
+        return fail(err, REQ_ERR_WRONG_TYPE, path, "%s must be an integer", path);
+    long long n = json_integer_value(v);
+    if (n < lo || n > hi)
+        return fail(err, REQ_ERR_INVALID_VALUE, path, "%s must be an integer from %lld to %lld",
+                    path, lo, hi);
+    *out = n;
+    return 1;
+}
+
+/* Whether the authority that starts at p (just after "://") has a non-empty
+ * host and, if it names a port, a port from 1 to 65535. */
+static int authority_ok(const char *p)
+{
+    const char *end = p + strcspn(p, "/?#");
+    const char *host = p;
+    for (const char *q = p; q < end; q++)
+        if (*q == '@')
+            host = q + 1;
+    const char *rest;
+    if (host < end && *host == '[') {
+        const char *close = memchr(host, ']', (size_t)(end - host));
+        if (close == NULL || close == host + 1)
+            return 0;
+        rest = close + 1;
+    } else {
+        const char *colon = memchr(host, ':', (size_t)(end - host));
+        rest = colon != NULL ? colon : end;
+        if (rest == host)
+            return 0;
+    }
+    if (rest == end)
+        return 1;
+    if (*rest != ':' || end - rest < 2 || end - rest > 6)
+        return 0;
+    long port = 0;
+    for (const char *q = rest + 1; q < end; q++) {
+        if (*q < '0' || *q > '9')
+            return 0;
+        port = port * 10 + (*q - '0');
+    }
+    return port >= 1 && port <= 65535;
+}
+
+static int has_prefix(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* What is wrong with url (n bytes), as the end of a sentence, or NULL. */
+static const char *url_problem(const char *url, size_t n, const struct req_limits *lim)
+{
+    if (n == 0)
+        return "is empty";
+    if (n > URL_MAX)
+        return "is longer than 2048 bytes";
+    if (strlen(url) != n)
+        return "contains a NUL byte";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)url[i];
+        if (c <= 0x20 || c == 0x7f)
+            return "contains a space or a control character";
+    }
+    const char *after = NULL;
+    if (has_prefix(url, "http://"))
+        after = url + strlen("http://");
+    else if (has_prefix(url, "https://"))
+        after = url + strlen("https://");
+    if (lim->url_ok != NULL) {
+        if (!lim->url_ok(lim->url_ok_arg, url))
+            return "has a scheme that no transport serves";
+    } else if (after == NULL) {
+        return "is not an http:// or https:// URL";
+    }
+    if (after != NULL && !authority_ok(after))
+        return "has no valid host[:port]";
+    return NULL;
+}
+
+/* Copy the required URL field step[key] into *out (xmalloc). path is the
+ * step's path ("steps[3]"). Returns 0 or DTX_EINVAL. */
+static int get_url(json_t *step, const char *key, const char *path, const struct req_limits *lim,
+                   char **out /* OUT */, struct req_error *err)
+{
+    char field[sizeof err->field];
+    snprintf(field, sizeof field, "%s.%s", path, key);
+    json_t *v = json_object_get(step, key);
+    if (v == NULL)
+        return fail(err, REQ_ERR_MISSING_FIELD, field, "%s is required", field);
+    if (!json_is_string(v))
+        return fail(err, REQ_ERR_WRONG_TYPE, field, "%s must be a string (a URL)", field);
+    const char *url = json_string_value(v);
+    size_t n = json_string_length(v);
+    const char *problem = url_problem(url, n, lim);
+    if (problem != NULL)
+        return fail(err, REQ_ERR_INVALID_URL, field, "%s %s", field, problem);
+    *out = xmemdup(url, n);
+    return 0;
+}
+
+/* Fill st from steps[i] (v). Returns 0 or DTX_EINVAL; on error st may be
+ * partly filled (txn_spec_free frees it). */
+static int parse_step(json_t *v, size_t i, const struct req_limits *lim, struct step_spec *st,
+                      struct req_error *err)
+{
+    char path[32];
+    char prefix[40];
+    snprintf(path, sizeof path, "steps[%zu]", i);
+    snprintf(prefix, sizeof prefix, "%s.", path);
+    if (!json_is_object(v))
+        return fail(err, REQ_ERR_WRONG_TYPE, path, "%s must be an object", path);
+    if (check_keys(v, step_keys, prefix, err) != 0)
+        return DTX_EINVAL;
+    if (get_url(v, "action", path, lim, &st->action, err) != 0)
+        return DTX_EINVAL;
+    if (get_url(v, "compensate", path, lim, &st->compensate, err) != 0)
+        return DTX_EINVAL;
+    json_t *payload = json_object_get(v, "payload");
+    if (payload == NULL) {
+        st->payload = xmemdup("{}", 2);
+        st->payload_len = 2;
+        return 0;
+    }
+    char *text = json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (text == NULL) {
+        /* a parsed value always encodes; only jansson's malloc can fail */
+        fprintf(stderr, "level=fatal msg=\"out of memory\" where=json_dumps\n");
+        abort();
+    }
+    st->payload_len = strlen(text);
+    st->payload = xmemdup(text, st->payload_len);
+    free(text);
+    return 0;
+}
+
+static int parse_steps(json_t *root, const struct req_limits *lim, struct txn_spec *spec,
+                       struct req_error *err)
+{
+    json_t *steps = json_object_get(root, "steps");
+    if (steps == NULL)
+        return fail(err, REQ_ERR_MISSING_FIELD, "steps", "steps is required");
+    if (!json_is_array(steps))
+        return fail(err, REQ_ERR_WRONG_TYPE, "steps", "steps must be an array");
+    size_t n = json_array_size(steps);
+    if (n == 0)
+        return fail(err, REQ_ERR_INVALID_VALUE, "steps", "steps must have at least one step");
+    if (n > lim->max_steps)
+        return fail(err, REQ_ERR_TOO_MANY_STEPS, "steps",
+                    "steps has %zu steps, more than the maximum of %u", n, lim->max_steps);
+    spec->steps = xcalloc(n, sizeof *spec->steps);
+    spec->nsteps = (uint32_t)n;
+    for (size_t i = 0; i < n; i++)
+        if (parse_step(json_array_get(steps, i), i, lim, &spec->steps[i], err) != 0)
+            return DTX_EINVAL;
+    return 0;
+}
+
+static int parse_retry(json_t *root, struct txn_spec *spec, struct req_error *err)
+{
+    json_t *retry = json_object_get(root, "retry");
+    if (retry == NULL)
+        return 0;
+    if (!json_is_object(retry))
+        return fail(err, REQ_ERR_WRONG_TYPE, "retry", "retry must be an object");
+    if (check_keys(retry, retry_keys, "retry.", err) != 0)
+        return DTX_EINVAL;
+    long long initial = spec->retry.initial_ms;
+    long long max = spec->retry.max_ms;
+    long long limit = spec->retry.limit;
+    int rc = get_int(retry, "initial_interval_ms", "retry.initial_interval_ms", 1,
+                     RETRY_INITIAL_MAX, &initial, err);
+    if (rc < 0)
+        return rc;
+    int max_given =
+        get_int(retry, "max_interval_ms", "retry.max_interval_ms", 1, RETRY_MAX_MAX, &max, err);
+    if (max_given < 0)
+        return max_given;
+    rc = get_int(retry, "limit", "retry.limit", 0, RETRY_LIMIT_MAX, &limit, err);
+    if (rc < 0)
+        return rc;
+    if (max < initial) {
+        /* blame the field the client sent: the other one is a default */
+        if (max_given)
+            return fail(err, REQ_ERR_INVALID_VALUE, "retry.max_interval_ms",
+                        "retry.max_interval_ms must be at least retry.initial_interval_ms "
+                        "(%lld)",
+                        initial);
+        return fail(err, REQ_ERR_INVALID_VALUE, "retry.initial_interval_ms",
+                    "retry.initial_interval_ms must not exceed retry.max_interval_ms "
+                    "(default %lld)",
+                    max);
+    }
+    spec->retry.initial_ms = (uint32_t)initial;
+    spec->retry.max_ms = (uint32_t)max;
+    spec->retry.limit = (uint32_t)limit;
+    return 0;
+}
+
+/* Everything after type, gid and steps. */
+static int parse_options(json_t *root, const struct req_limits *lim, struct txn_spec *spec,
+                         struct req_error *err)
+{
+    if (parse_retry(root, spec, err) != 0)
+        return DTX_EINVAL;
+    long long v = spec->request_timeout_ms;
+    if (get_int(root, "request_timeout_ms", "request_timeout_ms", 1, REQUEST_TIMEOUT_MAX, &v, err) <
+        0)
+        return DTX_EINVAL;
+    spec->request_timeout_ms = (uint32_t)v;
+    v = 0;
+    if (get_int(root, "timeout_ms", "timeout_ms", 0, TXN_TIMEOUT_MAX, &v, err) < 0)
+        return DTX_EINVAL;
+    spec->timeout_ms = (uint64_t)v;
+    json_t *wait = json_object_get(root, "wait");
+    if (wait != NULL) {
+        if (!json_is_boolean(wait))
+            return fail(err, REQ_ERR_WRONG_TYPE, "wait", "wait must be true or false");
+        spec->wait = json_is_true(wait);
+    }
+    v = spec->wait_timeout_ms;
+    if (get_int(root, "wait_timeout_ms", "wait_timeout_ms", 1, lim->max_wait_ms, &v, err) < 0)
+        return DTX_EINVAL;
+    spec->wait_timeout_ms = (uint32_t)v;
+    return 0;
+}
+
+/*
+ * Decode and validate a create body. On success *out is a new spec the caller
+ * frees with txn_spec_free, and err is untouched. On bad input returns
+ * DTX_EINVAL with err filled and *out NULL.
+ */
+int request_parse_create(const char *body, size_t len, const struct req_limits *lim,
+                         struct txn_spec **out, struct req_error *err)
+{
+    struct txn_spec *spec = NULL;
+    *out = NULL;
+
+    json_error_t jerr;
+    json_t *root = json_loadb(body != NULL ? body : "", len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        char text[sizeof jerr.text];
+        return fail(err, REQ_ERR_INVALID_JSON, "",
+                    "the body is not valid JSON: %s (line %d, column %d)",
+                    ascii_text(jerr.text, text, sizeof text), jerr.line, jerr.column);
+    }
+    if (!json_is_object(root)) {
+        fail(err, REQ_ERR_INVALID_JSON, "", "the body must be a JSON object");
+        goto fail;
+    }
+    if (check_keys(root, top_keys, "", err) != 0)
+        goto fail;
+
+    json_t *type = json_object_get(root, "type");
+    if (type == NULL) {
+        fail(err, REQ_ERR_MISSING_FIELD, "type", "type is required");
+        goto fail;
+    }
+    if (!json_is_string(type)) {
+        fail(err, REQ_ERR_WRONG_TYPE, "type", "type must be a string");
+        goto fail;
+    }
+    if (strcmp(json_string_value(type), "saga") != 0) {
+        fail(err, REQ_ERR_INVALID_TYPE, "type", "type must be \"saga\"");
+        goto fail;
+    }
+
+    spec = xcalloc(1, sizeof *spec);
+    spec->type = TXN_SAGA;
+    spec->retry = lim->default_retry;
+    spec->request_timeout_ms = lim->default_request_timeout_ms;
+    spec->wait_timeout_ms = lim->default_wait_timeout_ms;
+    if (spec->wait_timeout_ms > lim->max_wait_ms)
+        spec->wait_timeout_ms = lim->max_wait_ms;
+
+    json_t *gid = json_object_get(root, "gid");
+    if (gid != NULL) {
+        if (!json_is_string(gid)) {
+            fail(err, REQ_ERR_WRONG_TYPE, "gid", "gid must be a string");
+            goto fail;
+        }
+        if (strlen(json_string_value(gid)) != json_string_length(gid) ||
+            !request_gid_ok(json_string_value(gid))) {
+            fail(err, REQ_ERR_INVALID_VALUE, "gid",
+                 "gid must be 1 to 128 characters of A-Z a-z 0-9 . _ : -");
+            goto fail;
+        }
+        spec->gid = xstrdup(json_string_value(gid));
+    }
+
+    if (parse_steps(root, lim, spec, err) != 0)
+        goto fail;
+    if (parse_options(root, lim, spec, err) != 0)
+        goto fail;
+
+    json_decref(root);
+    *out = spec;
+    return 0;
+
+fail:
+    txn_spec_free(spec);
+    json_decref(root);
+    return DTX_EINVAL;
+}
+
+int request_gid_ok(const char *s)
+{
+    if (s == NULL)
+        return 0;
+    size_t n = 0;
+    for (; s[n] != '\0'; n++) {
+        unsigned char c = (unsigned char)s[n];
+        int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                 c == '.' || c == '_' || c == ':' || c == '-';
+        if (!ok || n >= GID_MAX)
+            return 0;
+    }
+    return n > 0;
+}
