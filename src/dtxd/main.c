@@ -1,0 +1,348 @@
+/*
+ * main.c - dtxd: options, wiring and the process lifecycle.
+ *
+ * Start-up: open the log directory, replay it (engine_recover resumes every
+ * unfinished transaction), then listen. Everything runs on one libuv loop;
+ * the log writer is the only other thread. SIGTERM/SIGINT: stop accepting,
+ * stop starting participant calls, drain the log so every acknowledged record
+ * is durable and every reply waiting on it is sent, then exit 0. Unfinished
+ * transactions continue at the next start.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "api/api.h"
+#include "api/http_server.h"
+#include "common/err.h"
+#include "common/slog.h"
+#include "engine/engine.h"
+#include "store/wal.h"
+#include "transport/http_client.h"
+#include "transport/transport.h"
+
+#define DTX_VERSION "0.1.0"
+
+struct options {
+    const char *listen;
+    const char *data_dir;
+    const char *log_level;
+    uint64_t max_body;
+    uint64_t max_steps;
+    uint64_t max_wait_ms;
+    uint64_t retry_initial_ms;
+    uint64_t retry_max_ms;
+    uint64_t retry_limit;
+    uint64_t request_timeout_ms;
+    uint64_t retention_s;
+    uint64_t segment_size;
+    uint64_t compact_min_bytes;
+};
+
+/* One table drives --help, getopt and the DTX_* environment variables. */
+enum opt_kind { OPT_STR, OPT_U64 };
+struct opt_def {
+    const char *name;
+    const char *env;
+    enum opt_kind kind;
+    size_t offset;
+    uint64_t min, max;
+    const char *help;
+};
+
+#define OFF(f) offsetof(struct options, f)
+static const struct opt_def opt_defs[] = {
+    {"listen", "DTX_LISTEN", OPT_STR, OFF(listen), 0, 0,
+     "HOST:PORT to serve the API on (default 127.0.0.1:7788)"},
+    {"data-dir", "DTX_DATA_DIR", OPT_STR, OFF(data_dir), 0, 0,
+     "directory of the embedded log (default ./dtx-data)"},
+    {"log-level", "DTX_LOG_LEVEL", OPT_STR, OFF(log_level), 0, 0,
+     "debug, info, warn or error (default info)"},
+    {"max-body", "DTX_MAX_BODY", OPT_U64, OFF(max_body), 1024, 64u << 20,
+     "largest request body in bytes; larger is answered 413 (default 1048576)"},
+    {"max-steps", "DTX_MAX_STEPS", OPT_U64, OFF(max_steps), 1, 10000,
+     "most steps in one transaction (default 100)"},
+    {"max-wait-ms", "DTX_MAX_WAIT_MS", OPT_U64, OFF(max_wait_ms), 1, 3600000,
+     "upper bound of a request's wait_timeout_ms (default 60000)"},
+    {"retry-initial-ms", "DTX_RETRY_INITIAL_MS", OPT_U64, OFF(retry_initial_ms), 1, 3600000,
+     "default retry.initial_interval_ms (default 100)"},
+    {"retry-max-ms", "DTX_RETRY_MAX_MS", OPT_U64, OFF(retry_max_ms), 1, 86400000,
+     "default retry.max_interval_ms (default 30000)"},
+    {"retry-limit", "DTX_RETRY_LIMIT", OPT_U64, OFF(retry_limit), 0, 1000000,
+     "default retry.limit (default 10)"},
+    {"request-timeout-ms", "DTX_REQUEST_TIMEOUT_MS", OPT_U64, OFF(request_timeout_ms), 1, 600000,
+     "default per-call timeout (default 10000)"},
+    {"retention", "DTX_RETENTION", OPT_U64, OFF(retention_s), 0, 315360000,
+     "seconds a finished transaction stays queryable (default 3600)"},
+    {"segment-size", "DTX_SEGMENT_SIZE", OPT_U64, OFF(segment_size), 4096, 1ull << 40,
+     "log segment size in bytes before rotation (default 67108864)"},
+    {"compact-min-bytes", "DTX_COMPACT_MIN_BYTES", OPT_U64, OFF(compact_min_bytes), 0, 1ull << 50,
+     "compact once sealed segments hold this many bytes (default 2 x segment size)"},
+};
+#define NOPTS (sizeof opt_defs / sizeof opt_defs[0])
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: dtxd [options]\n\n"
+               "dtx coordinator: sagas over HTTP with a durable embedded log.\n\n"
+               "options (each also read from the environment variable shown):\n");
+    for (size_t i = 0; i < NOPTS; i++)
+        fprintf(f, "  --%-20s %-24s %s\n", opt_defs[i].name, opt_defs[i].env, opt_defs[i].help);
+    fprintf(f, "  --%-20s %-24s %s\n", "help", "", "show this help and exit");
+    fprintf(f, "  --%-20s %-24s %s\n", "version", "", "show the version and exit");
+}
+
+/* Set one option from text. Returns 0 or prints why and returns -1. */
+static int set_opt(struct options *o, const struct opt_def *d, const char *val, const char *from)
+{
+    char *base = (char *)o + d->offset;
+    if (d->kind == OPT_STR) {
+        if (val[0] == '\0') {
+            fprintf(stderr, "dtxd: %s: --%s must not be empty\n", from, d->name);
+            return -1;
+        }
+        *(const char **)base = val;
+        return 0;
+    }
+    char *end = NULL;
+    unsigned long long v = strtoull(val, &end, 10);
+    if (val[0] == '\0' || val[0] == '-' || *end != '\0' || v < d->min || v > d->max) {
+        fprintf(stderr, "dtxd: %s: --%s must be an integer from %llu to %llu, got \"%s\"\n", from,
+                d->name, (unsigned long long)d->min, (unsigned long long)d->max, val);
+        return -1;
+    }
+    *(uint64_t *)base = v;
+    return 0;
+}
+
+/* Returns 0 to run, 1 to exit 0 (help/version), -1 to exit 2. */
+static int parse_options(int argc, char **argv, struct options *o)
+{
+    *o = (struct options){
+        .listen = "127.0.0.1:7788",
+        .data_dir = "./dtx-data",
+        .log_level = "info",
+        .max_body = 1u << 20,
+        .max_steps = 100,
+        .max_wait_ms = 60000,
+        .retry_initial_ms = 100,
+        .retry_max_ms = 30000,
+        .retry_limit = 10,
+        .request_timeout_ms = 10000,
+        .retention_s = 3600,
+        .segment_size = 64u << 20,
+        .compact_min_bytes = 0,
+    };
+    for (size_t i = 0; i < NOPTS; i++) {
+        const char *v = getenv(opt_defs[i].env);
+        if (v != NULL && set_opt(o, &opt_defs[i], v, opt_defs[i].env) != 0)
+            return -1;
+    }
+    struct option longopts[NOPTS + 3];
+    for (size_t i = 0; i < NOPTS; i++)
+        longopts[i] = (struct option){opt_defs[i].name, required_argument, NULL, (int)i + 1};
+    longopts[NOPTS] = (struct option){"help", no_argument, NULL, 'h'};
+    longopts[NOPTS + 1] = (struct option){"version", no_argument, NULL, 'V'};
+    longopts[NOPTS + 2] = (struct option){NULL, 0, NULL, 0};
+    int c;
+    opterr = 0;
+    for (;;) {
+        c = getopt_long(argc, argv, "hV", longopts, NULL);
+        if (c == -1)
+            break;
+        if (c == 'h') {
+            usage(stdout);
+            return 1;
+        }
+        if (c == 'V') {
+            printf("dtxd %s\n", DTX_VERSION);
+            return 1;
+        }
+        if (c >= 1 && c <= (int)NOPTS) {
+            if (set_opt(o, &opt_defs[c - 1], optarg, "command line") != 0)
+                return -1;
+            continue;
+        }
+        fprintf(stderr, "dtxd: unknown or incomplete option \"%s\" (see --help)\n",
+                argv[optind - 1]);
+        return -1;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "dtxd: unexpected argument \"%s\" (see --help)\n", argv[optind]);
+        return -1;
+    }
+    if (o->retry_max_ms < o->retry_initial_ms) {
+        fprintf(stderr, "dtxd: --retry-max-ms must be >= --retry-initial-ms\n");
+        return -1;
+    }
+    enum slog_level lvl;
+    if (slog_parse_level(o->log_level, &lvl) != 0) {
+        fprintf(stderr, "dtxd: --log-level must be debug, info, warn or error\n");
+        return -1;
+    }
+    slog_set_level(lvl);
+    if (o->compact_min_bytes == 0)
+        o->compact_min_bytes = 2 * o->segment_size;
+    return 0;
+}
+
+/* Split HOST:PORT. Returns 0 or -1 with a message. */
+static int split_listen(const char *s, char *host, size_t hostlen, unsigned short *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || colon == s || (size_t)(colon - s) >= hostlen) {
+        fprintf(stderr, "dtxd: --listen must be HOST:PORT, got \"%s\"\n", s);
+        return -1;
+    }
+    char *end = NULL;
+    unsigned long p = strtoul(colon + 1, &end, 10);
+    if (colon[1] == '\0' || *end != '\0' || p > 65535) {
+        fprintf(stderr, "dtxd: --listen port must be 0-65535, got \"%s\"\n", colon + 1);
+        return -1;
+    }
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    *port = (unsigned short)p;
+    return 0;
+}
+
+struct daemon {
+    uv_loop_t *loop;
+    struct store *store;
+    struct transport_router router;
+    struct engine *engine;
+    struct api *api;
+    struct http_server *server;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t grace;
+    int stopping;
+};
+
+static void on_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+/* Last step of shutdown: free everything so the loop runs dry. */
+static void on_grace(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+    http_server_free(d->server);
+    d->server = NULL;
+    transport_router_free(&d->router);
+    engine_free(d->engine);
+    d->engine = NULL;
+    uv_close((uv_handle_t *)&d->sigterm, on_closed);
+    uv_close((uv_handle_t *)&d->sigint, on_closed);
+    uv_close((uv_handle_t *)&d->grace, on_closed);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct daemon *d = s->data;
+    if (d->stopping)
+        return;
+    d->stopping = 1;
+    slog_info("shutting down", "signal=%d", signum);
+    http_server_quiesce(d->server);
+    api_stop(d->api);
+    engine_stop(d->engine);
+    int rc = store_close(d->store); /* every queued record durable, replies released */
+    if (rc != 0)
+        slog_error("log close failed", "err=%s detail=\"%s\"", dtx_err_name(rc),
+                   store_last_error(d->store));
+    /* give the server a moment to write the replies just released */
+    uv_timer_start(&d->grace, on_grace, 200, 0);
+}
+
+int main(int argc, char **argv)
+{
+    struct options o;
+    int prc = parse_options(argc, argv, &o);
+    if (prc != 0)
+        return prc > 0 ? 0 : 2;
+    char host[256];
+    unsigned short port;
+    if (split_listen(o.listen, host, sizeof host, &port) != 0)
+        return 2;
+
+    struct daemon d = {0};
+    d.loop = uv_default_loop();
+    const char *errmsg = NULL;
+    struct wal_config wc = {
+        .dir = o.data_dir,
+        .segment_size = o.segment_size,
+        .compact_min_bytes = o.compact_min_bytes,
+    };
+    int rc = wal_open(d.loop, &wc, &d.store, &errmsg);
+    if (rc != 0) {
+        slog_fatal("cannot open the log", "dir=\"%s\" err=%s detail=\"%s\"", o.data_dir,
+                   dtx_err_name(rc), errmsg ? errmsg : "");
+        return 1;
+    }
+    transport_router_init(&d.router);
+    struct http_client_config hc = {0};
+    struct transport *http = http_client_new(d.loop, &hc);
+    if (http == NULL) {
+        slog_fatal("cannot start the HTTP client", "%s", "");
+        return 1;
+    }
+    transport_router_add(&d.router, "http", http);
+    transport_router_add(&d.router, "https", http);
+
+    struct engine_config ec = {.retention_ms = o.retention_s * 1000};
+    d.engine = engine_new(d.loop, d.store, &d.router, &ec);
+    uint64_t t0 = uv_hrtime();
+    rc = engine_recover(d.engine);
+    if (rc != 0) {
+        slog_fatal("cannot recover the log", "dir=\"%s\" err=%s detail=\"%s\"", o.data_dir,
+                   dtx_err_name(rc), store_last_error(d.store));
+        return 1;
+    }
+    slog_info("log replayed", "dir=\"%s\" ms=%llu", o.data_dir,
+              (unsigned long long)((uv_hrtime() - t0) / 1000000));
+
+    struct api_config ac = {
+        .limits =
+            {
+                .max_steps = (uint32_t)o.max_steps,
+                .max_wait_ms = (uint32_t)o.max_wait_ms,
+                .default_retry = {(uint32_t)o.retry_initial_ms, (uint32_t)o.retry_max_ms,
+                                  (uint32_t)o.retry_limit},
+                .default_request_timeout_ms = (uint32_t)o.request_timeout_ms,
+                .default_wait_timeout_ms =
+                    (uint32_t)(o.max_wait_ms < 30000 ? o.max_wait_ms : 30000),
+            },
+    };
+    d.api = api_new(d.engine, &ac);
+    struct http_server_config sc = {
+        .host = host,
+        .port = port,
+        .max_body = o.max_body,
+        .handler = api_handle,
+        .handler_arg = d.api,
+    };
+    d.server = http_server_new(d.loop, &sc, &errmsg);
+    if (d.server == NULL) {
+        slog_fatal("cannot listen", "listen=%s detail=\"%s\"", o.listen, errmsg ? errmsg : "");
+        return 1;
+    }
+    uv_signal_init(d.loop, &d.sigterm);
+    uv_signal_init(d.loop, &d.sigint);
+    uv_timer_init(d.loop, &d.grace);
+    d.sigterm.data = d.sigint.data = d.grace.data = &d;
+    uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d.sigint, on_signal, SIGINT);
+    slog_info("dtxd listening", "version=%s listen=%s:%u data_dir=\"%s\"", DTX_VERSION, host,
+              http_server_port(d.server), o.data_dir);
+
+    uv_run(d.loop, UV_RUN_DEFAULT);
+
+    store_free(d.store);
+    api_free(d.api);
+    uv_loop_close(d.loop);
+    slog_info("stopped", "%s", "");
+    return 0;
+}

@@ -1,0 +1,744 @@
+/*
+ * engine.c - the transaction table, its durability plumbing, timers, replies,
+ * recovery, retention and compaction.
+ *
+ * Shape: everything runs on the loop thread. Transactions live in a hash map
+ * by gid and in an array ordered by creation sequence (for listing with a
+ * cursor). Each state change is encoded (record.c) and appended to the store;
+ * the store's callback, after fsync, continues the transaction's mode driver
+ * (saga.c) or releases replies. All timers - retries, transaction timeouts,
+ * reply deadlines - sit in one heap (sched.c) behind one uv_timer. A
+ * one-second tick expires finished transactions past their retention and asks
+ * the store whether to compact.
+ */
+#include "engine/engine.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/clock.h"
+#include "common/err.h"
+#include "common/hmap.h"
+#include "common/rnd.h"
+#include "common/slog.h"
+#include "engine/engine_int.h"
+#include "engine/record.h"
+
+/* Reply waiting on a transaction. */
+struct txn_waiter {
+    struct txn_waiter *next;
+    struct txn *txn;
+    struct engine *e;
+    engine_reply_fn fn;
+    void *arg;
+    int flags;          /* ENGINE_REPLY_CREATED */
+    int until_finished; /* else: until durable */
+    struct sched_timer deadline;
+};
+
+struct engine {
+    uv_loop_t *loop;
+    struct store *store;
+    struct transport_router *router;
+    struct engine_config cfg;
+    struct hmap by_gid;
+    /* creation order: seqs[i] ascending, txns[i] NULL once removed */
+    uint64_t *seqs;
+    struct txn **txns;
+    size_t idx_len, idx_cap, idx_holes;
+    uint64_t next_seq;
+    struct sched sched;
+    uv_timer_t sched_timer;
+    uint64_t sched_armed_due; /* UINT64_MAX when the uv timer is idle */
+    uv_timer_t tick;
+    struct txn *fin_head, *fin_tail; /* finished, oldest first */
+    struct buf scratch;
+    int stopping;
+    int closing; /* uv handles still closing in engine_free */
+    struct engine_stats stats;
+};
+
+static const struct mode_ops *const modes[TXN_TYPE_COUNT] = {[TXN_SAGA] = &saga_ops};
+
+int64_t engine_now_wall(void)
+{
+    return clock_wall_ms();
+}
+
+int engine_stopping(const struct engine *e)
+{
+    return e->stopping;
+}
+
+/* ---- timers ---------------------------------------------------------- */
+
+static void sched_rearm(struct engine *e);
+
+static void on_sched_timer(uv_timer_t *h)
+{
+    struct engine *e = h->data;
+    e->sched_armed_due = UINT64_MAX;
+    sched_run(&e->sched, clock_mono_ms());
+    sched_rearm(e);
+}
+
+static void sched_rearm(struct engine *e)
+{
+    uint64_t due = sched_next_due(&e->sched);
+    if (due == e->sched_armed_due)
+        return;
+    if (due == UINT64_MAX) {
+        uv_timer_stop(&e->sched_timer);
+        e->sched_armed_due = UINT64_MAX;
+        return;
+    }
+    uint64_t now = clock_mono_ms();
+    uv_timer_start(&e->sched_timer, on_sched_timer, due > now ? due - now : 0, 0);
+    e->sched_armed_due = due;
+}
+
+static void arm(struct engine *e, struct sched_timer *t, uint64_t due)
+{
+    sched_arm(&e->sched, t, due);
+    sched_rearm(e);
+}
+
+static void disarm(struct engine *e, struct sched_timer *t)
+{
+    if (!sched_timer_armed(t))
+        return;
+    sched_disarm(&e->sched, t);
+    sched_rearm(e);
+}
+
+/* The engine owning a timer: every txn/branch timer is armed through an
+ * engine, and there is one engine per process. */
+static struct engine *the_engine;
+
+static void on_branch_timer(struct sched_timer *st)
+{
+    struct branch *b = (struct branch *)((char *)st - offsetof(struct branch, timer));
+    struct engine *e = the_engine;
+    if (e->stopping)
+        return;
+    modes[b->txn->type]->retry(e, b);
+}
+
+static void on_timeout_timer(struct sched_timer *st)
+{
+    struct txn *t = (struct txn *)((char *)st - offsetof(struct txn, timeout_timer));
+    struct engine *e = the_engine;
+    if (e->stopping || txn_state_is_final(t->state))
+        return;
+    modes[t->type]->expire(e, t);
+}
+
+void engine_retry_in(struct engine *e, struct branch *b, uint64_t delay_ms)
+{
+    arm(e, &b->timer, clock_mono_ms() + delay_ms);
+}
+
+void engine_retry_cancel(struct engine *e, struct branch *b)
+{
+    disarm(e, &b->timer);
+}
+
+/* Prepare a txn's embedded timers (after creation or decoding). */
+static void init_timers(struct txn *t)
+{
+    sched_timer_init(&t->timeout_timer, on_timeout_timer);
+    for (uint32_t i = 0; i < t->nbranches; i++)
+        sched_timer_init(&t->branches[i].timer, on_branch_timer);
+}
+
+static void arm_timeout(struct engine *e, struct txn *t)
+{
+    if (t->timeout_ms == 0 || txn_state_is_final(t->state))
+        return;
+    int64_t left = t->created_at + (int64_t)t->timeout_ms - clock_wall_ms();
+    arm(e, &t->timeout_timer, clock_mono_ms() + (left > 0 ? (uint64_t)left : 0));
+}
+
+/* ---- the index ------------------------------------------------------- */
+
+/* First position whose seq is >= seq. */
+static size_t idx_lower(const struct engine *e, uint64_t seq)
+{
+    size_t lo = 0, hi = e->idx_len;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (e->seqs[mid] < seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static void idx_insert(struct engine *e, struct txn *t)
+{
+    if (e->idx_len == e->idx_cap) {
+        e->idx_cap = e->idx_cap ? e->idx_cap * 2 : 1024;
+        e->seqs = xrealloc(e->seqs, e->idx_cap * sizeof *e->seqs);
+        e->txns = xrealloc(e->txns, e->idx_cap * sizeof *e->txns);
+    }
+    size_t pos = e->idx_len;
+    if (pos > 0 && e->seqs[pos - 1] >= t->seq) {
+        pos = idx_lower(e, t->seq);
+        memmove(&e->seqs[pos + 1], &e->seqs[pos], (e->idx_len - pos) * sizeof *e->seqs);
+        memmove(&e->txns[pos + 1], &e->txns[pos], (e->idx_len - pos) * sizeof *e->txns);
+    }
+    e->seqs[pos] = t->seq;
+    e->txns[pos] = t;
+    e->idx_len++;
+}
+
+static void idx_compact(struct engine *e)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < e->idx_len; i++) {
+        if (e->txns[i] == NULL)
+            continue;
+        e->seqs[j] = e->seqs[i];
+        e->txns[j] = e->txns[i];
+        j++;
+    }
+    e->idx_len = j;
+    e->idx_holes = 0;
+}
+
+static void idx_remove(struct engine *e, const struct txn *t)
+{
+    size_t pos = idx_lower(e, t->seq);
+    if (pos < e->idx_len && e->txns[pos] == t) {
+        e->txns[pos] = NULL;
+        e->idx_holes++;
+        if (e->idx_holes > 1024 && e->idx_holes * 2 > e->idx_len)
+            idx_compact(e);
+    }
+}
+
+static void idx_replace(struct engine *e, const struct txn *old, struct txn *t)
+{
+    size_t pos = idx_lower(e, old->seq);
+    if (pos < e->idx_len && e->txns[pos] == old)
+        e->txns[pos] = t;
+}
+
+/* ---- replies --------------------------------------------------------- */
+
+static void waiter_fire(struct engine *e, struct txn_waiter *w, int extra_flags)
+{
+    struct txn *t = w->txn;
+    struct txn_waiter **pp = &t->waiters;
+    while (*pp != w)
+        pp = &(*pp)->next;
+    *pp = w->next;
+    disarm(e, &w->deadline);
+    w->fn(w->arg, t, w->flags | extra_flags);
+    free(w);
+}
+
+/* Fire every waiter of t whose condition holds now. */
+static void waiters_check(struct engine *e, struct txn *t)
+{
+    struct txn_waiter *w = t->waiters;
+    while (w != NULL) {
+        struct txn_waiter *next = w->next;
+        int done = w->until_finished ? (t->durable && txn_state_is_final(t->state)) : t->durable;
+        if (done)
+            waiter_fire(e, w, 0);
+        w = next;
+    }
+}
+
+static void on_wait_deadline(struct sched_timer *st)
+{
+    struct txn_waiter *w =
+        (struct txn_waiter *)((char *)st - offsetof(struct txn_waiter, deadline));
+    if (!w->txn->durable) {
+        w->until_finished = 0; /* answer as soon as it is durable */
+        return;
+    }
+    waiter_fire(w->e, w, ENGINE_REPLY_TIMED_OUT);
+}
+
+static void add_waiter(struct engine *e, struct txn *t, const struct txn_spec *spec,
+                       engine_reply_fn fn, void *arg, int flags)
+{
+    struct txn_waiter *w = xcalloc(1, sizeof *w);
+    w->txn = t;
+    w->e = e;
+    w->fn = fn;
+    w->arg = arg;
+    w->flags = flags;
+    w->until_finished = spec->wait;
+    sched_timer_init(&w->deadline, on_wait_deadline);
+    w->next = t->waiters;
+    t->waiters = w;
+    if (spec->wait)
+        arm(e, &w->deadline, clock_mono_ms() + spec->wait_timeout_ms);
+    waiters_check(e, t);
+}
+
+/* ---- logging --------------------------------------------------------- */
+
+struct log_ctx {
+    struct engine *e;
+    struct txn *t;
+    engine_then_fn then;
+};
+
+static void on_durable(void *arg, int status)
+{
+    struct log_ctx *c = arg;
+    (void)status; /* a failed write ends the process; status is always 0 */
+    c->t->pending_records--;
+    if (c->then)
+        c->then(c->e, c->t);
+    free(c);
+}
+
+static void append(struct engine *e, struct txn *t, engine_then_fn then)
+{
+    struct log_ctx *c = xmalloc(sizeof *c);
+    c->e = e;
+    c->t = t;
+    c->then = then;
+    t->pending_records++;
+    int rc = store_append(e->store, e->scratch.data, e->scratch.len, on_durable, c);
+    if (rc != 0) {
+        /* the store only refuses after close: we are going down anyway */
+        slog_error("log append refused", "gid=%s err=%s", t->gid, dtx_err_name(rc));
+        t->pending_records--;
+        free(c);
+    }
+}
+
+void engine_log_txn(struct engine *e, struct txn *t, engine_then_fn then)
+{
+    buf_reset(&e->scratch);
+    record_encode_txn(&e->scratch, t);
+    append(e, t, then);
+}
+
+void engine_log_update(struct engine *e, struct txn *t, struct branch *br, engine_then_fn then)
+{
+    buf_reset(&e->scratch);
+    record_encode_update(&e->scratch, t, br);
+    append(e, t, then);
+}
+
+/* ---- participant calls ----------------------------------------------- */
+
+struct call_ctx {
+    struct engine *e;
+    struct branch *b;
+    engine_call_fn cb;
+};
+
+static void on_call_done(void *arg, const struct call_result *res)
+{
+    struct call_ctx *c = arg;
+    c->b->in_flight = 0;
+    if (!c->e->stopping)
+        c->cb(c->e, c->b, res);
+    free(c);
+}
+
+/* W3C trace id derived from the gid, so every call of a transaction shares
+ * one trace, also across restarts. */
+static void trace_id(const char *gid, char out[33])
+{
+    uint64_t h1 = 1469598103934665603ULL, h2 = 0x9E3779B97F4A7C15ULL;
+    for (const char *p = gid; *p; p++) {
+        h1 = (h1 ^ (unsigned char)*p) * 1099511628211ULL;
+        h2 = (h2 ^ (unsigned char)*p) * 0x100000001B3ULL + 0x7F4A7C15ULL;
+    }
+    snprintf(out, 33, "%016llx%016llx", (unsigned long long)h1, (unsigned long long)h2);
+}
+
+void engine_call(struct engine *e, struct branch *b, const char *op, const char *url,
+                 engine_call_fn cb)
+{
+    struct txn *t = b->txn;
+    char branch[16], tid[33], traceparent[64];
+    snprintf(branch, sizeof branch, "%u", b->idx + 1);
+    trace_id(t->gid, tid);
+    snprintf(traceparent, sizeof traceparent, "00-%s-%016llx-01", tid,
+             (unsigned long long)(rnd_next() | 1));
+    struct call_req req = {
+        .url = url,
+        .gid = t->gid,
+        .branch = branch,
+        .op = op,
+        .txn_type = txn_type_name(t->type),
+        .traceparent = traceparent,
+        .body = b->payload,
+        .body_len = b->payload_len,
+        .timeout_ms = t->request_timeout_ms,
+    };
+    struct call_ctx *c = xmalloc(sizeof *c);
+    c->e = e;
+    c->b = b;
+    c->cb = cb;
+    b->in_flight = 1;
+    e->stats.calls++;
+    int rc = transport_call(e->router, &req, on_call_done, c);
+    if (rc != 0) {
+        /* validated URLs always have a transport; treat a refusal as transient */
+        free(c);
+        b->in_flight = 0;
+        char msg[96];
+        snprintf(msg, sizeof msg, "transport refused the call: %s", dtx_strerror(rc));
+        struct call_result res = {.outcome = CALL_TRANSIENT, .status = 0, .error = msg};
+        cb(e, b, &res);
+    }
+}
+
+/* ---- lifecycle of transactions ---------------------------------------- */
+
+void engine_finished(struct engine *e, struct txn *t)
+{
+    disarm(e, &t->timeout_timer);
+    if (t->state == TXN_SUCCEEDED)
+        e->stats.succeeded++;
+    else
+        e->stats.failed++;
+    t->fin_next = NULL;
+    if (e->fin_tail)
+        e->fin_tail->fin_next = t;
+    else
+        e->fin_head = t;
+    e->fin_tail = t;
+    slog_debug("transaction finished", "gid=%s status=%s", t->gid, txn_state_name(t->state));
+    waiters_check(e, t);
+}
+
+static void on_created(struct engine *e, struct txn *t)
+{
+    t->durable = 1;
+    waiters_check(e, t);
+    if (!e->stopping)
+        modes[t->type]->advance(e, t);
+}
+
+static void gen_gid(char out[33])
+{
+    unsigned char r[16];
+    if (rnd_secure(r, sizeof r) != 0) {
+        uint64_t a = rnd_next(), b = rnd_next();
+        memcpy(r, &a, 8);
+        memcpy(r + 8, &b, 8);
+    }
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", r[i]);
+}
+
+int engine_create(struct engine *e, struct txn_spec *spec, engine_reply_fn fn, void *arg)
+{
+    if (e->stopping) {
+        txn_spec_free(spec);
+        return DTX_ECLOSED;
+    }
+    char genbuf[33];
+    const char *gid = spec->gid;
+    if (gid == NULL) {
+        gen_gid(genbuf);
+        gid = genbuf;
+    }
+    struct txn *t = hmap_get(&e->by_gid, gid);
+    if (t != NULL) {
+        if (!txn_matches_spec(t, spec)) {
+            txn_spec_free(spec);
+            return DTX_ECONFLICT;
+        }
+        add_waiter(e, t, spec, fn, arg, 0);
+        txn_spec_free(spec);
+        return 0;
+    }
+    t = txn_new_from_spec(spec, gid, e->next_seq++, clock_wall_ms());
+    init_timers(t);
+    hmap_put(&e->by_gid, t->gid, t);
+    idx_insert(e, t);
+    e->stats.created++;
+    engine_log_txn(e, t, on_created);
+    add_waiter(e, t, spec, fn, arg, ENGINE_REPLY_CREATED);
+    arm_timeout(e, t);
+    txn_spec_free(spec);
+    return 0;
+}
+
+const struct txn *engine_find(struct engine *e, const char *gid)
+{
+    return hmap_get(&e->by_gid, gid);
+}
+
+static int matches(const struct txn *t, const struct engine_filter *f)
+{
+    if (f && f->by_state && t->state != f->state)
+        return 0;
+    if (f && f->by_type && t->type != f->type)
+        return 0;
+    return 1;
+}
+
+size_t engine_list(struct engine *e, const struct engine_filter *f, uint64_t cursor, size_t limit,
+                   const struct txn **out, uint64_t *next_cursor)
+{
+    size_t n = 0;
+    size_t i = cursor ? idx_lower(e, cursor) : e->idx_len;
+    *next_cursor = 0;
+    while (i > 0) {
+        const struct txn *t = e->txns[--i];
+        if (t == NULL || !matches(t, f))
+            continue;
+        if (n == limit) {
+            *next_cursor = out[n - 1]->seq; /* at least one more exists */
+            break;
+        }
+        out[n++] = t;
+    }
+    return n;
+}
+
+void engine_stats(const struct engine *e, struct engine_stats *out)
+{
+    *out = e->stats;
+    uint64_t fin = 0;
+    for (const struct txn *t = e->fin_head; t; t = t->fin_next)
+        fin++;
+    out->finished = fin;
+    out->live = e->by_gid.len - fin;
+}
+
+/* ---- recovery -------------------------------------------------------- */
+
+static void apply_update(struct engine *e, struct record_update *u)
+{
+    struct txn *t = hmap_get(&e->by_gid, u->gid);
+    if (t == NULL) {
+        slog_warn("log update for an unknown transaction skipped", "gid=%s", u->gid);
+        return;
+    }
+    t->state = u->state;
+    t->needs_attention = u->needs_attention;
+    t->updated_at = u->updated_at;
+    t->finished_at = u->finished_at;
+    if (u->branch == UINT32_MAX)
+        return;
+    if (u->branch >= t->nbranches) {
+        slog_warn("log update for an unknown branch skipped", "gid=%s branch=%u", u->gid,
+                  u->branch + 1);
+        return;
+    }
+    struct branch *b = &t->branches[u->branch];
+    b->state = u->br_state;
+    b->action_attempts = u->action_attempts;
+    b->compensate_attempts = u->compensate_attempts;
+    free(b->last_error);
+    b->last_error = u->last_error;
+    u->last_error = NULL;
+    b->updated_at = u->br_updated_at;
+}
+
+static int replay(void *arg, const void *rec, size_t len)
+{
+    struct engine *e = arg;
+    struct record r;
+    int rc = record_decode(rec, len, &r);
+    if (rc != 0)
+        return rc;
+    if (r.kind == REC_TXN) {
+        struct txn *t = r.txn;
+        r.txn = NULL;
+        struct txn *old = hmap_get(&e->by_gid, t->gid);
+        if (old != NULL) {
+            t->seq = old->seq;
+            idx_replace(e, old, t);
+            hmap_put(&e->by_gid, t->gid, t);
+            txn_free(old);
+        } else {
+            hmap_put(&e->by_gid, t->gid, t);
+            idx_insert(e, t);
+        }
+        if (t->seq >= e->next_seq)
+            e->next_seq = t->seq + 1;
+    } else {
+        apply_update(e, &r.update);
+    }
+    record_clear(&r);
+    return 0;
+}
+
+static int by_finished_at(const void *a, const void *b)
+{
+    const struct txn *x = *(const struct txn *const *)a, *y = *(const struct txn *const *)b;
+    return (x->finished_at > y->finished_at) - (x->finished_at < y->finished_at);
+}
+
+int engine_recover(struct engine *e)
+{
+    int rc = store_recover(e->store, replay, e);
+    if (rc != 0)
+        return rc;
+    size_t live = 0, nfin = 0;
+    struct txn **fin = xmalloc((e->idx_len + 1) * sizeof *fin);
+    for (size_t i = 0; i < e->idx_len; i++) {
+        struct txn *t = e->txns[i];
+        if (t == NULL)
+            continue;
+        init_timers(t);
+        if (txn_state_is_final(t->state))
+            fin[nfin++] = t;
+    }
+    qsort(fin, nfin, sizeof *fin, by_finished_at);
+    for (size_t i = 0; i < nfin; i++) {
+        fin[i]->fin_next = NULL;
+        if (e->fin_tail)
+            e->fin_tail->fin_next = fin[i];
+        else
+            e->fin_head = fin[i];
+        e->fin_tail = fin[i];
+    }
+    free(fin);
+    for (size_t i = 0; i < e->idx_len; i++) {
+        struct txn *t = e->txns[i];
+        if (t == NULL || txn_state_is_final(t->state))
+            continue;
+        live++;
+        arm_timeout(e, t);
+        modes[t->type]->advance(e, t);
+    }
+    slog_info("recovered", "transactions=%zu unfinished=%zu", e->by_gid.len, live);
+    return 0;
+}
+
+/* ---- retention and compaction ----------------------------------------- */
+
+static void expire_finished(struct engine *e)
+{
+    int64_t cutoff = clock_wall_ms() - (int64_t)e->cfg.retention_ms;
+    while (e->fin_head != NULL) {
+        struct txn *t = e->fin_head;
+        if (t->finished_at > cutoff || t->pending_records || t->waiters)
+            break;
+        e->fin_head = t->fin_next;
+        if (e->fin_head == NULL)
+            e->fin_tail = NULL;
+        hmap_del(&e->by_gid, t->gid);
+        idx_remove(e, t);
+        txn_free(t);
+    }
+}
+
+static void compact(struct engine *e)
+{
+    size_t n = 0;
+    struct buf blob;
+    buf_init(&blob, SIZE_MAX / 2);
+    size_t *lens = xmalloc((e->by_gid.len + 1) * sizeof *lens);
+    for (size_t i = 0; i < e->idx_len; i++) {
+        const struct txn *t = e->txns[i];
+        if (t == NULL)
+            continue;
+        size_t before = blob.len;
+        record_encode_txn(&blob, t);
+        lens[n++] = blob.len - before;
+    }
+    size_t bytes = blob.len;
+    int rc = store_compact(e->store, buf_steal(&blob, NULL), lens, n);
+    if (rc != 0)
+        slog_warn("compaction not started", "err=%s", dtx_err_name(rc));
+    else
+        slog_info("compaction started", "transactions=%zu bytes=%zu", n, bytes);
+}
+
+static void on_tick(uv_timer_t *h)
+{
+    struct engine *e = h->data;
+    expire_finished(e);
+    if (!e->stopping && store_compact_due(e->store))
+        compact(e);
+}
+
+/* ---- construction ---------------------------------------------------- */
+
+struct engine *engine_new(uv_loop_t *loop, struct store *store, struct transport_router *router,
+                          const struct engine_config *cfg)
+{
+    struct engine *e = xcalloc(1, sizeof *e);
+    e->loop = loop;
+    e->store = store;
+    e->router = router;
+    e->cfg = *cfg;
+    e->next_seq = 1;
+    hmap_init(&e->by_gid);
+    sched_init(&e->sched);
+    buf_init(&e->scratch, SIZE_MAX / 2);
+    uv_timer_init(loop, &e->sched_timer);
+    e->sched_timer.data = e;
+    e->sched_armed_due = UINT64_MAX;
+    uv_timer_init(loop, &e->tick);
+    e->tick.data = e;
+    uv_timer_start(&e->tick, on_tick, 1000, 1000);
+    the_engine = e;
+    return e;
+}
+
+void engine_stop(struct engine *e)
+{
+    e->stopping = 1;
+    for (size_t i = 0; i < e->idx_len; i++) {
+        struct txn *t = e->txns[i];
+        if (t == NULL)
+            continue;
+        struct txn_waiter *w = t->waiters;
+        while (w != NULL) {
+            struct txn_waiter *next = w->next;
+            if (t->durable)
+                waiter_fire(e, w, ENGINE_REPLY_TIMED_OUT);
+            else
+                w->until_finished = 0;
+            w = next;
+        }
+    }
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct engine *e = h->data;
+    if (--e->closing == 0)
+        free(e);
+}
+
+void engine_free(struct engine *e)
+{
+    if (e == NULL)
+        return;
+    for (size_t i = 0; i < e->idx_len; i++) {
+        struct txn *t = e->txns[i];
+        if (t == NULL)
+            continue;
+        while (t->waiters) {
+            struct txn_waiter *w = t->waiters;
+            t->waiters = w->next;
+            free(w);
+        }
+        txn_free(t);
+    }
+    free(e->seqs);
+    free(e->txns);
+    hmap_close(&e->by_gid);
+    sched_close(&e->sched);
+    buf_free(&e->scratch);
+    if (the_engine == e)
+        the_engine = NULL;
+    /* the uv handles are embedded: e is freed when the last one has closed,
+     * so the caller must run the loop until it is empty */
+    e->closing = 2;
+    uv_close((uv_handle_t *)&e->sched_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&e->tick, on_handle_closed);
+}

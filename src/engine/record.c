@@ -1,0 +1,166 @@
+/*
+ * record.c - encoding and decoding of the engine's log records. The layout
+ * is specified in record.h; this file must match it field for field.
+ */
+#include "engine/record.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/codec.h"
+#include "common/err.h"
+
+#define MAX_BRANCHES 100000u
+
+void record_encode_txn(struct buf *b, const struct txn *t)
+{
+    enc_u8(b, REC_TXN);
+    enc_cstr(b, t->gid);
+    enc_u64(b, t->seq);
+    enc_u8(b, (uint8_t)t->type);
+    enc_u8(b, (uint8_t)t->state);
+    enc_u8(b, (uint8_t)(t->needs_attention != 0));
+    enc_u64(b, (uint64_t)t->created_at);
+    enc_u64(b, (uint64_t)t->updated_at);
+    enc_u64(b, (uint64_t)t->finished_at);
+    enc_u32(b, t->retry.initial_ms);
+    enc_u32(b, t->retry.max_ms);
+    enc_u32(b, t->retry.limit);
+    enc_u32(b, t->request_timeout_ms);
+    enc_u64(b, t->timeout_ms);
+    enc_u32(b, t->nbranches);
+    for (uint32_t i = 0; i < t->nbranches; i++) {
+        const struct branch *br = &t->branches[i];
+        enc_cstr(b, br->action);
+        enc_cstr(b, br->compensate);
+        enc_str(b, br->payload, br->payload_len);
+        enc_u8(b, (uint8_t)br->state);
+        enc_u32(b, br->action_attempts);
+        enc_u32(b, br->compensate_attempts);
+        enc_cstr(b, br->last_error);
+        enc_u64(b, (uint64_t)br->updated_at);
+    }
+}
+
+void record_encode_update(struct buf *b, const struct txn *t, const struct branch *br)
+{
+    enc_u8(b, REC_UPDATE);
+    enc_cstr(b, t->gid);
+    enc_u8(b, (uint8_t)t->state);
+    enc_u8(b, (uint8_t)(t->needs_attention != 0));
+    enc_u64(b, (uint64_t)t->updated_at);
+    enc_u64(b, (uint64_t)t->finished_at);
+    if (br == NULL) {
+        enc_u32(b, UINT32_MAX);
+        return;
+    }
+    enc_u32(b, br->idx);
+    enc_u8(b, (uint8_t)br->state);
+    enc_u32(b, br->action_attempts);
+    enc_u32(b, br->compensate_attempts);
+    enc_cstr(b, br->last_error);
+    enc_u64(b, (uint64_t)br->updated_at);
+}
+
+static int decode_txn(struct dec *d, struct record *out)
+{
+    struct txn *t = xcalloc(1, sizeof *t);
+    out->txn = t;
+    t->gid = dec_str(d, NULL);
+    t->seq = dec_u64(d);
+    uint8_t type = dec_u8(d);
+    uint8_t state = dec_u8(d);
+    t->needs_attention = dec_u8(d) != 0;
+    t->created_at = (int64_t)dec_u64(d);
+    t->updated_at = (int64_t)dec_u64(d);
+    t->finished_at = (int64_t)dec_u64(d);
+    t->retry.initial_ms = dec_u32(d);
+    t->retry.max_ms = dec_u32(d);
+    t->retry.limit = dec_u32(d);
+    t->request_timeout_ms = dec_u32(d);
+    t->timeout_ms = dec_u64(d);
+    uint32_t n = dec_u32(d);
+    t->durable = 1;
+    if (d->err || t->gid == NULL || type >= TXN_TYPE_COUNT || state >= TXN_STATE_COUNT ||
+        n > MAX_BRANCHES)
+        return DTX_ECORRUPT;
+    t->type = (enum txn_type)type;
+    t->state = (enum txn_state)state;
+    t->branches = xcalloc(n ? n : 1, sizeof *t->branches);
+    for (uint32_t i = 0; i < n; i++) {
+        struct branch *b = &t->branches[i];
+        t->nbranches = i + 1; /* so txn_free frees what was decoded so far */
+        b->txn = t;
+        b->idx = i;
+        b->action = dec_str(d, NULL);
+        b->compensate = dec_str(d, NULL);
+        b->payload = dec_str(d, &b->payload_len);
+        uint8_t bs = dec_u8(d);
+        b->action_attempts = dec_u32(d);
+        b->compensate_attempts = dec_u32(d);
+        b->last_error = dec_str(d, NULL);
+        b->updated_at = (int64_t)dec_u64(d);
+        if (d->err || bs >= BR_STATE_COUNT || b->action == NULL || b->compensate == NULL ||
+            b->payload == NULL)
+            return DTX_ECORRUPT;
+        b->state = (enum branch_state)bs;
+    }
+    return 0;
+}
+
+static int decode_update(struct dec *d, struct record_update *u)
+{
+    u->gid = dec_str(d, NULL);
+    uint8_t state = dec_u8(d);
+    u->needs_attention = dec_u8(d) != 0;
+    u->updated_at = (int64_t)dec_u64(d);
+    u->finished_at = (int64_t)dec_u64(d);
+    u->branch = dec_u32(d);
+    if (d->err || u->gid == NULL || state >= TXN_STATE_COUNT)
+        return DTX_ECORRUPT;
+    u->state = (enum txn_state)state;
+    if (u->branch == UINT32_MAX)
+        return 0;
+    uint8_t bs = dec_u8(d);
+    u->action_attempts = dec_u32(d);
+    u->compensate_attempts = dec_u32(d);
+    u->last_error = dec_str(d, NULL);
+    u->br_updated_at = (int64_t)dec_u64(d);
+    if (d->err || bs >= BR_STATE_COUNT)
+        return DTX_ECORRUPT;
+    u->br_state = (enum branch_state)bs;
+    return 0;
+}
+
+int record_decode(const void *p, size_t len, struct record *out)
+{
+    struct dec d;
+    memset(out, 0, sizeof *out);
+    out->update.branch = UINT32_MAX;
+    dec_init(&d, p, len);
+    uint8_t kind = dec_u8(&d);
+    int rc = DTX_ECORRUPT;
+    if (kind == REC_TXN)
+        rc = decode_txn(&d, out);
+    else if (kind == REC_UPDATE)
+        rc = decode_update(&d, &out->update);
+    out->kind = (enum record_kind)kind;
+    if (rc == 0 && d.left != 0)
+        rc = DTX_ECORRUPT; /* trailing bytes: not a record we wrote */
+    if (rc != 0) {
+        record_clear(out);
+        memset(out, 0, sizeof *out);
+    }
+    return rc;
+}
+
+void record_clear(struct record *r)
+{
+    txn_free(r->txn);
+    r->txn = NULL;
+    free(r->update.gid);
+    free(r->update.last_error);
+    r->update.gid = NULL;
+    r->update.last_error = NULL;
+}

@@ -1,0 +1,72 @@
+/*
+ * record.h - what the engine writes to the store, and reads back.
+ *
+ * Two kinds of record, both little-endian (common/codec.h), both starting with
+ * a kind byte:
+ *
+ *   REC_TXN (1): a whole transaction — written when it is created, when it
+ *   starts to abort (so the set of started branches is on disk before any
+ *   compensation is sent) and for every transaction in a compaction snapshot.
+ *     str gid | u64 seq | u8 type | u8 state | u8 needs_attention
+ *     | i64 created_at | i64 updated_at | i64 finished_at        (wall ms)
+ *     | u32 retry.initial_ms | u32 retry.max_ms | u32 retry.limit
+ *     | u32 request_timeout_ms | u64 timeout_ms | u32 nbranches
+ *     | nbranches x ( str action | str compensate | str payload | u8 state
+ *                     | u32 action_attempts | u32 compensate_attempts
+ *                     | str last_error (nullable) | i64 updated_at )
+ *
+ *   REC_UPDATE (2): a state change of one transaction and at most one branch.
+ *     str gid | u8 state | u8 needs_attention | i64 updated_at | i64 finished_at
+ *     | u32 branch index (0xFFFFFFFF = none)
+ *     [ u8 state | u32 action_attempts | u32 compensate_attempts
+ *       | str last_error (nullable) | i64 updated_at ]   (when a branch is named)
+ *
+ * A str is u32 length + bytes (0xFFFFFFFF = null). Updates carry absolute
+ * values, never deltas, so replaying one twice (after a compaction snapshot
+ * that already includes it) is harmless. The framing around each record
+ * (length, CRC, sequence, salt) is the store's business: see store/wal.c.
+ */
+#ifndef DTX_RECORD_H
+#define DTX_RECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "engine/txn.h"
+
+enum record_kind { REC_TXN = 1, REC_UPDATE = 2 };
+
+struct record_update {
+    char *gid;
+    enum txn_state state;
+    int needs_attention;
+    int64_t updated_at, finished_at;
+    uint32_t branch; /* UINT32_MAX = none */
+    enum branch_state br_state;
+    uint32_t action_attempts, compensate_attempts;
+    char *last_error;
+    int64_t br_updated_at;
+};
+
+struct record {
+    enum record_kind kind;
+    struct txn *txn;             /* REC_TXN: a new txn, owned by the caller */
+    struct record_update update; /* REC_UPDATE: strings owned by the record */
+};
+
+/* Append the encoding of a whole transaction to b. */
+void record_encode_txn(struct buf *b, const struct txn *t);
+/* Append an update of t's state and, when br is not NULL, of that branch. */
+void record_encode_update(struct buf *b, const struct txn *t, const struct branch *br);
+
+/*
+ * Decode one record. On success returns 0 and fills *out (free its contents
+ * with record_clear unless the caller took out->txn, which it then sets to
+ * NULL). Returns DTX_ECORRUPT for anything malformed (short, bad enum, bad
+ * counts); *out is then empty.
+ */
+int record_decode(const void *p, size_t len, struct record *out /* OUT */);
+void record_clear(struct record *r);
+
+#endif

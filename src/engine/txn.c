@@ -1,0 +1,218 @@
+/*
+ * txn.c - transaction and branch states, their legal transitions, and the
+ * one setter per level that every state change goes through (see txn.h for
+ * the diagrams). Keeping the tables here, apart from the drivers that decide
+ * what to do next, lets the unit tests check every transition exhaustively.
+ */
+#include "engine/txn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/err.h"
+#include "common/slog.h"
+
+static const char *const type_names[TXN_TYPE_COUNT] = {"saga"};
+static const char *const state_names[TXN_STATE_COUNT] = {"prepared", "submitted", "succeeded",
+                                                         "aborting", "failed"};
+static const char *const br_names[BR_STATE_COUNT] = {"pending", "running",      "succeeded",
+                                                     "failed",  "compensating", "compensated"};
+
+/* txn_next[from] is the bit set of states reachable from `from`. */
+#define BIT(s) (1u << (s))
+static const unsigned txn_next[TXN_STATE_COUNT] = {
+    [TXN_PREPARED] = BIT(TXN_SUBMITTED) | BIT(TXN_ABORTING),
+    [TXN_SUBMITTED] = BIT(TXN_SUCCEEDED) | BIT(TXN_ABORTING),
+    [TXN_SUCCEEDED] = 0,
+    [TXN_ABORTING] = BIT(TXN_FAILED),
+    [TXN_FAILED] = 0,
+};
+
+static const unsigned br_next[BR_STATE_COUNT] = {
+    [BR_PENDING] = BIT(BR_RUNNING),
+    [BR_RUNNING] = BIT(BR_SUCCEEDED) | BIT(BR_FAILED) | BIT(BR_COMPENSATING),
+    [BR_SUCCEEDED] = BIT(BR_COMPENSATING),
+    [BR_FAILED] = BIT(BR_COMPENSATING),
+    [BR_COMPENSATING] = BIT(BR_COMPENSATED),
+    [BR_COMPENSATED] = 0,
+};
+
+const char *txn_type_name(enum txn_type t)
+{
+    return (unsigned)t < TXN_TYPE_COUNT ? type_names[t] : "unknown";
+}
+
+const char *txn_state_name(enum txn_state s)
+{
+    return (unsigned)s < TXN_STATE_COUNT ? state_names[s] : "unknown";
+}
+
+const char *branch_state_name(enum branch_state s)
+{
+    return (unsigned)s < BR_STATE_COUNT ? br_names[s] : "unknown";
+}
+
+static int parse_name(const char *s, const char *const *names, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(s, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+int txn_type_parse(const char *s, enum txn_type *out)
+{
+    int i = parse_name(s, type_names, TXN_TYPE_COUNT);
+    if (i < 0)
+        return DTX_EINVAL;
+    *out = (enum txn_type)i;
+    return 0;
+}
+
+int txn_state_parse(const char *s, enum txn_state *out)
+{
+    int i = parse_name(s, state_names, TXN_STATE_COUNT);
+    if (i < 0)
+        return DTX_EINVAL;
+    *out = (enum txn_state)i;
+    return 0;
+}
+
+int branch_state_parse(const char *s, enum branch_state *out)
+{
+    int i = parse_name(s, br_names, BR_STATE_COUNT);
+    if (i < 0)
+        return DTX_EINVAL;
+    *out = (enum branch_state)i;
+    return 0;
+}
+
+int txn_state_is_final(enum txn_state s)
+{
+    return s == TXN_SUCCEEDED || s == TXN_FAILED;
+}
+
+int txn_transition_ok(enum txn_state from, enum txn_state to)
+{
+    if ((unsigned)from >= TXN_STATE_COUNT || (unsigned)to >= TXN_STATE_COUNT)
+        return 0;
+    return (txn_next[from] & BIT(to)) != 0;
+}
+
+int branch_transition_ok(enum branch_state from, enum branch_state to)
+{
+    if ((unsigned)from >= BR_STATE_COUNT || (unsigned)to >= BR_STATE_COUNT)
+        return 0;
+    return (br_next[from] & BIT(to)) != 0;
+}
+
+int txn_set_state(struct txn *t, enum txn_state to, int64_t now_wall, const char *why)
+{
+    if (!txn_transition_ok(t->state, to)) {
+        slog_error("illegal transaction transition", "gid=%s from=%s to=%s why=%s", t->gid,
+                   txn_state_name(t->state), txn_state_name(to), why);
+        return DTX_ESTATE;
+    }
+    slog_debug("transaction state", "gid=%s from=%s to=%s why=%s", t->gid, txn_state_name(t->state),
+               txn_state_name(to), why);
+    t->state = to;
+    t->updated_at = now_wall;
+    if (txn_state_is_final(to))
+        t->finished_at = now_wall;
+    return 0;
+}
+
+int branch_set_state(struct branch *b, enum branch_state to, int64_t now_wall, const char *why)
+{
+    const char *gid = b->txn ? b->txn->gid : "?";
+    if (!branch_transition_ok(b->state, to)) {
+        slog_error("illegal branch transition", "gid=%s branch=%u from=%s to=%s why=%s", gid,
+                   b->idx + 1, branch_state_name(b->state), branch_state_name(to), why);
+        return DTX_ESTATE;
+    }
+    slog_debug("branch state", "gid=%s branch=%u from=%s to=%s why=%s", gid, b->idx + 1,
+               branch_state_name(b->state), branch_state_name(to), why);
+    b->state = to;
+    b->updated_at = now_wall;
+    b->transient = 0;
+    return 0;
+}
+
+void branch_set_error(struct branch *b, const char *err)
+{
+    free(b->last_error);
+    b->last_error = err ? xstrdup(err) : NULL;
+}
+
+struct txn *txn_new_from_spec(const struct txn_spec *spec, const char *gid, uint64_t seq,
+                              int64_t now_wall)
+{
+    struct txn *t = xcalloc(1, sizeof *t);
+    t->gid = xstrdup(gid);
+    t->seq = seq;
+    t->type = spec->type;
+    t->state = TXN_SUBMITTED;
+    t->created_at = t->updated_at = now_wall;
+    t->retry = spec->retry;
+    t->request_timeout_ms = spec->request_timeout_ms;
+    t->timeout_ms = spec->timeout_ms;
+    t->nbranches = spec->nsteps;
+    t->branches = xcalloc(spec->nsteps ? spec->nsteps : 1, sizeof *t->branches);
+    for (uint32_t i = 0; i < spec->nsteps; i++) {
+        struct branch *b = &t->branches[i];
+        const struct step_spec *s = &spec->steps[i];
+        b->txn = t;
+        b->idx = i;
+        b->action = xstrdup(s->action);
+        b->compensate = xstrdup(s->compensate);
+        b->payload = xmemdup(s->payload, s->payload_len);
+        b->payload_len = s->payload_len;
+        b->state = BR_PENDING;
+        b->updated_at = now_wall;
+    }
+    return t;
+}
+
+void txn_free(struct txn *t)
+{
+    if (t == NULL)
+        return;
+    for (uint32_t i = 0; i < t->nbranches; i++) {
+        struct branch *b = &t->branches[i];
+        free(b->action);
+        free(b->compensate);
+        free(b->payload);
+        free(b->last_error);
+    }
+    free(t->branches);
+    free(t->gid);
+    free(t);
+}
+
+static int str_eq(const char *a, const char *b)
+{
+    if (a == NULL || b == NULL)
+        return a == b;
+    return strcmp(a, b) == 0;
+}
+
+int txn_matches_spec(const struct txn *t, const struct txn_spec *spec)
+{
+    if (t->type != spec->type || t->nbranches != spec->nsteps)
+        return 0;
+    if (t->retry.initial_ms != spec->retry.initial_ms || t->retry.max_ms != spec->retry.max_ms ||
+        t->retry.limit != spec->retry.limit)
+        return 0;
+    if (t->request_timeout_ms != spec->request_timeout_ms || t->timeout_ms != spec->timeout_ms)
+        return 0;
+    for (uint32_t i = 0; i < spec->nsteps; i++) {
+        const struct branch *b = &t->branches[i];
+        const struct step_spec *s = &spec->steps[i];
+        if (!str_eq(b->action, s->action) || !str_eq(b->compensate, s->compensate))
+            return 0;
+        if (b->payload_len != s->payload_len || memcmp(b->payload, s->payload, s->payload_len))
+            return 0;
+    }
+    return 1;
+}
