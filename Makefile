@@ -54,7 +54,7 @@ test-integration: $(B)/dtxd
 test: all test-unit test-integration
 
 bench: $(B)/dtxd $(BENCH_BIN)
-	bench/run.sh
+	BUILD=$(B) bench/run.sh
 
 format:
 	clang-format -i $(FMT_SRC)
