@@ -1,0 +1,239 @@
+"""Crashes and restarts: kill -9 in the middle of a saga or of its
+compensation, restart after finish, SIGTERM, and acknowledged creates that
+must survive a crash."""
+
+import http.client
+import threading
+import time
+
+import pytest
+
+from dtxtest import TRACEPARENT_RE, new_gid, saga, step, wait_until
+
+
+def trace_id(call):
+    return TRACEPARENT_RE.match(call.header("traceparent")).group(1)
+
+
+def test_kill9_while_action_hangs_resumes(dtxd, participant):
+    p = participant
+    p.script("/s2", [("block", 200), 200])
+    gid = new_gid("k9a")
+    r = dtxd.create(saga([step(p, "s1", {"n": 1}), step(p, "s2", {"n": 2}), step(p, "s3", {"n": 3})], gid=gid))
+    assert r.status == 201, r
+    p.wait_calls("/s2")  # s1 succeeded, s2 is hanging in the participant
+    dtxd.kill9()
+    p.release("/s2")  # the answer goes nowhere
+    dtxd.restart()
+
+    t = dtxd.wait_final(gid)
+    assert t["status"] == "succeeded"
+    assert p.count("/s1") == 1  # recorded succeeded: not run again
+    s2 = p.calls("/s2")
+    assert len(s2) == 2  # outcome unknown at the crash: called again
+    assert s2[0].key == s2[1].key == f"{gid}/2/action"
+    assert s2[1].json() == {"n": 2}
+    assert p.count("/s3") == 1
+    assert p.ops(gid) == [("/s1", "action"), ("/s2", "action"), ("/s2", "action"), ("/s3", "action")]
+    assert [b["status"] for b in t["branches"]] == ["succeeded"] * 3
+
+
+def test_trace_id_survives_restart(dtxd, participant):
+    p = participant
+    p.script("/s2", [("block", 200), 200])
+    gid = new_gid("k9t")
+    assert dtxd.create(saga([step(p, "s1"), step(p, "s2")], gid=gid)).status == 201
+    p.wait_calls("/s2")
+    dtxd.kill9()
+    p.release("/s2")
+    dtxd.restart()
+    assert dtxd.wait_final(gid)["status"] == "succeeded"
+    assert len({trace_id(c) for c in p.calls(gid=gid)}) == 1
+
+
+def test_kill9_during_compensation_finishes(dtxd, participant):
+    p = participant
+    p.script("/s3", [409])
+    p.script("/s2-undo", [("block", 200), 200])
+    gid = new_gid("k9c")
+    r = dtxd.create(saga([step(p, "s1"), step(p, "s2"), step(p, "s3"), step(p, "s4")], gid=gid))
+    assert r.status == 201, r
+    p.wait_calls("/s2-undo")
+    dtxd.kill9()
+    p.release("/s2-undo")
+    dtxd.restart()
+
+    t = dtxd.wait_final(gid)
+    assert t["status"] == "failed"
+    assert t["needs_attention"] is False
+    assert p.ops(gid) == [
+        ("/s1", "action"),
+        ("/s2", "action"),
+        ("/s3", "action"),
+        ("/s3-undo", "compensate"),
+        ("/s2-undo", "compensate"),
+        ("/s2-undo", "compensate"),
+        ("/s1-undo", "compensate"),
+    ]
+    assert [b["status"] for b in t["branches"]] == ["compensated"] * 3 + ["pending"]
+
+
+def test_kill9_during_retry_backoff_resumes(dtxd, participant):
+    p = participant
+    p.script("/s1", [500])
+    gid = new_gid("k9r")
+    assert dtxd.create(saga([step(p, "s1"), step(p, "s2")], gid=gid)).status == 201
+    p.wait_calls("/s1", 2)
+    dtxd.kill9()
+    p.script("/s1", [200])
+    dtxd.restart()
+    t = dtxd.wait_final(gid)
+    assert t["status"] == "succeeded"
+    assert p.count("/s2") == 1
+    assert p.count("/s1-undo") == 0
+
+
+def test_transaction_timeout_counts_across_restart(dtxd, participant):
+    p = participant
+    p.script("/s1", [425])
+    gid = new_gid("k9ttl")
+    t0 = time.monotonic()
+    assert dtxd.create(saga([step(p, "s1")], gid=gid, timeout_ms=1000)).status == 201
+    p.wait_calls("/s1")
+    dtxd.kill9()
+    time.sleep(max(0.0, 1.2 - (time.monotonic() - t0)))
+    dtxd.restart()
+    t = dtxd.wait_final(gid, timeout=10)
+    assert t["status"] == "failed"
+    assert p.count("/s1-undo") == 1
+    assert t["branches"][0]["status"] == "compensated"
+
+
+@pytest.mark.parametrize("stop", ["kill9", "term"])
+def test_restart_after_finish_keeps_transactions(dtxd, participant, stop):
+    p = participant
+    gids = []
+    for i in range(6):
+        gid = new_gid(f"fin{i}")
+        if i % 3 == 2:
+            p.script("/s2", [409], gid=gid)
+        r = dtxd.create(saga([step(p, "s1", {"i": i}), step(p, "s2", {"i": i})], gid=gid, wait=True))
+        assert r.status == 201 and r.body["status"] in ("succeeded", "failed"), r
+        gids.append(gid)
+    before = {g: dtxd.txn(g) for g in gids}
+    listing = dtxd.list().body
+    calls = p.count()
+
+    if stop == "kill9":
+        dtxd.kill9()
+    else:
+        assert dtxd.term() == 0
+    dtxd.restart()
+
+    for g in gids:
+        assert dtxd.txn(g) == before[g]
+    assert dtxd.list().body == listing
+    time.sleep(0.3)
+    assert p.count() == calls  # nothing finished is run again
+
+
+def test_sigterm_exits_zero_and_restart_keeps_everything(dtxd, participant):
+    p = participant
+    done = []
+    for i in range(3):
+        r = dtxd.create(saga([step(p, "d", {"i": i})], wait=True))
+        assert r.status == 201, r
+        done.append(r.body["gid"])
+    before = {g: dtxd.txn(g) for g in done}
+    p.script("/s1", [("block", 200), 200])
+    gid = new_gid("term")
+    assert dtxd.create(saga([step(p, "s1"), step(p, "s2")], gid=gid)).status == 201
+    p.wait_calls("/s1")
+
+    assert dtxd.term() == 0
+    with pytest.raises(OSError):
+        dtxd.get("/healthz", timeout=2)  # no longer accepting
+    p.release("/s1")
+    dtxd.restart()
+
+    for g in done:
+        assert dtxd.txn(g) == before[g]
+    t = dtxd.wait_final(gid)
+    assert t["status"] == "succeeded"
+    assert p.count("/s2") == 1
+    assert p.count("/s1") in (1, 2)
+
+
+@pytest.mark.parametrize("stop", ["kill9", "term"])
+def test_acknowledged_creates_survive(dtxd, participant, stop):
+    """Create as fast as possible from several threads, stop dtxd the moment
+    50 are acknowledged; every acknowledged gid must be there after restart."""
+    p = participant
+    acked = {}
+    lock = threading.Lock()
+
+    for rnd in range(3):
+        stopping = threading.Event()
+        round_acked = []
+
+        def worker(w):
+            n = 0
+            while not stopping.is_set():
+                gid = f"ack-{rnd}-{w}-{n}"
+                n += 1
+                body = saga([step(p, "s1", {"g": gid})], gid=gid)
+                try:
+                    r = dtxd.create(body, timeout=5)
+                except (OSError, http.client.HTTPException):
+                    time.sleep(0.01)
+                    continue
+                if r.status == 201:
+                    with lock:
+                        acked[gid] = body
+                        round_acked.append(gid)
+                elif r.status != 503:
+                    with lock:
+                        acked.setdefault("!unexpected", []).append((gid, repr(r)))
+
+        threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            wait_until(lambda: len(round_acked) >= 50, timeout=30, interval=0.001, what="50 acknowledged creates")
+            if stop == "kill9":
+                dtxd.kill9()
+            else:
+                assert dtxd.term() == 0
+        finally:
+            stopping.set()
+            for t in threads:
+                t.join(10)
+        dtxd.restart()
+
+    assert "!unexpected" not in acked, acked.get("!unexpected")[:5]
+    for gid, body in acked.items():
+        r = dtxd.get("/v1/transactions/" + gid)
+        assert r.status == 200, (gid, r)
+        assert r.body["branches"][0]["payload"] == {"g": gid}
+        assert r.body["branches"][0]["action"] == body["steps"][0]["action"]
+    for gid in acked:
+        assert dtxd.wait_final(gid)["status"] == "succeeded"
+        assert p.count("/s1", gid=gid) >= 1
+
+
+def test_many_segments_recovered(dtxd_factory, participant):
+    d = dtxd_factory("--segment-size", "65536")
+    gids = []
+    for i in range(150):
+        gid = f"seg-{i:04d}"
+        r = d.create(saga([step(participant, "s1", {"pad": "p" * 500, "i": i})], gid=gid))
+        assert r.status == 201, r
+        gids.append(gid)
+    for g in gids:
+        d.wait_final(g)
+    before = {g: d.txn(g) for g in gids}
+    d.kill9()
+    d.restart()
+    for g in gids:
+        assert d.txn(g) == before[g]
+    assert participant.count() == 150
