@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/buf.h"
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/slog.h"
@@ -76,57 +77,102 @@ static void respond_error(struct http_req *r, int status, const char *code, cons
     respond_json(r, status, body);
 }
 
-static json_t *time_or_null(int64_t ms)
+/*
+ * Transactions are rendered straight into a buffer rather than through
+ * jansson objects: this is on every create reply, and the stored payloads are
+ * already compact JSON (request.c wrote them), so they are copied as they are.
+ */
+static void put_str(struct buf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    buf_append(b, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        buf_append(b, run, (size_t)(s - run));
+        char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+        if (c == '"' || c == '\\') {
+            esc[1] = (char)c;
+            buf_append(b, esc, 2);
+        } else {
+            buf_append(b, esc, 6);
+        }
+        run = s + 1;
+    }
+    buf_append(b, run, (size_t)(s - run));
+    buf_append(b, "\"", 1);
+}
+
+static void put_time(struct buf *b, int64_t ms)
 {
     char tmp[32];
-    return ms > 0 ? json_string(clock_fmt_rfc3339(ms, tmp)) : json_null();
+    if (ms > 0)
+        buf_printf(b, "\"%s\"", clock_fmt_rfc3339(ms, tmp));
+    else
+        buf_puts(b, "null");
 }
 
-static json_t *render_summary(const struct txn *t)
+static void put_summary_fields(struct buf *b, const struct txn *t)
 {
-    json_t *o = json_object();
-    json_object_set_new(o, "gid", json_string(t->gid));
-    json_object_set_new(o, "type", json_string(txn_type_name(t->type)));
-    json_object_set_new(o, "status", json_string(txn_state_name(t->state)));
-    json_object_set_new(o, "needs_attention", json_boolean(t->needs_attention));
-    json_object_set_new(o, "created_at", time_or_null(t->created_at));
-    json_object_set_new(o, "updated_at", time_or_null(t->updated_at));
-    json_object_set_new(o, "finished_at", time_or_null(t->finished_at));
-    return o;
+    buf_puts(b, "{\"gid\":");
+    put_str(b, t->gid);
+    buf_printf(b, ",\"type\":\"%s\",\"status\":\"%s\",\"needs_attention\":%s",
+               txn_type_name(t->type), txn_state_name(t->state),
+               t->needs_attention ? "true" : "false");
+    buf_puts(b, ",\"created_at\":");
+    put_time(b, t->created_at);
+    buf_puts(b, ",\"updated_at\":");
+    put_time(b, t->updated_at);
+    buf_puts(b, ",\"finished_at\":");
+    put_time(b, t->finished_at);
 }
 
-static json_t *render_txn(const struct txn *t)
+static void render_summary(struct buf *b, const struct txn *t)
 {
-    json_t *o = render_summary(t);
-    json_t *retry = json_object();
-    json_object_set_new(retry, "initial_interval_ms", json_integer(t->retry.initial_ms));
-    json_object_set_new(retry, "max_interval_ms", json_integer(t->retry.max_ms));
-    json_object_set_new(retry, "limit", json_integer(t->retry.limit));
-    json_object_set_new(o, "retry", retry);
-    json_object_set_new(o, "request_timeout_ms", json_integer(t->request_timeout_ms));
-    json_object_set_new(o, "timeout_ms", json_integer((json_int_t)t->timeout_ms));
-    json_t *branches = json_array();
+    put_summary_fields(b, t);
+    buf_printf(b, ",\"branch_count\":%u}", t->nbranches);
+}
+
+static void render_txn(struct buf *b, const struct txn *t)
+{
+    put_summary_fields(b, t);
+    buf_printf(b,
+               ",\"retry\":{\"initial_interval_ms\":%u,\"max_interval_ms\":%u,\"limit\":%u}"
+               ",\"request_timeout_ms\":%u,\"timeout_ms\":%llu,\"branches\":[",
+               t->retry.initial_ms, t->retry.max_ms, t->retry.limit, t->request_timeout_ms,
+               (unsigned long long)t->timeout_ms);
     for (uint32_t i = 0; i < t->nbranches; i++) {
-        const struct branch *b = &t->branches[i];
-        json_t *bo = json_object();
-        char id[16];
-        snprintf(id, sizeof id, "%u", b->idx + 1);
-        json_object_set_new(bo, "branch", json_string(id));
-        json_object_set_new(bo, "status", json_string(branch_state_name(b->state)));
-        json_object_set_new(bo, "action", json_string(b->action));
-        json_object_set_new(bo, "compensate", json_string(b->compensate));
-        json_t *payload = json_loadb(b->payload, b->payload_len, JSON_DECODE_ANY, NULL);
-        json_object_set_new(bo, "payload",
-                            payload ? payload : json_stringn(b->payload, b->payload_len));
-        json_object_set_new(bo, "action_attempts", json_integer(b->action_attempts));
-        json_object_set_new(bo, "compensate_attempts", json_integer(b->compensate_attempts));
-        json_object_set_new(bo, "last_error",
-                            b->last_error ? json_string(b->last_error) : json_null());
-        json_object_set_new(bo, "updated_at", time_or_null(b->updated_at));
-        json_array_append_new(branches, bo);
+        const struct branch *br = &t->branches[i];
+        buf_printf(b, "%s{\"branch\":\"%u\",\"status\":\"%s\",\"action\":", i ? "," : "",
+                   br->idx + 1, branch_state_name(br->state));
+        put_str(b, br->action);
+        buf_puts(b, ",\"compensate\":");
+        put_str(b, br->compensate);
+        buf_puts(b, ",\"payload\":");
+        buf_append(b, br->payload, br->payload_len);
+        buf_printf(b, ",\"action_attempts\":%u,\"compensate_attempts\":%u,\"last_error\":",
+                   br->action_attempts, br->compensate_attempts);
+        if (br->last_error)
+            put_str(b, br->last_error);
+        else
+            buf_puts(b, "null");
+        buf_puts(b, ",\"updated_at\":");
+        put_time(b, br->updated_at);
+        buf_puts(b, "}");
     }
-    json_object_set_new(o, "branches", branches);
-    return o;
+    buf_puts(b, "]}");
+}
+
+static void respond_txn(struct http_req *r, int status, const struct txn *t)
+{
+    struct buf b;
+    buf_init(&b, SIZE_MAX / 2);
+    render_txn(&b, t);
+    size_t n;
+    char *text = buf_steal(&b, &n);
+    http_req_respond(r, status, "application/json", text, n);
 }
 
 /* ---- handlers -------------------------------------------------------- */
@@ -137,7 +183,7 @@ static void on_created(void *arg, const struct txn *t, int flags)
     int status = (flags & ENGINE_REPLY_TIMED_OUT) ? 202
                  : (flags & ENGINE_REPLY_CREATED) ? 201
                                                   : 200;
-    respond_json(r, status, render_txn(t));
+    respond_txn(r, status, t);
 }
 
 static void handle_create(struct api *a, struct http_req *r)
@@ -177,7 +223,7 @@ static void handle_get(struct api *a, struct http_req *r, const char *gid)
         respond_error(r, 404, "not_found", "gid", msg);
         return;
     }
-    respond_json(r, 200, render_txn(t));
+    respond_txn(r, 200, t);
 }
 
 /* Parse a decimal in [lo, hi]. Returns 0 or DTX_EINVAL. */
@@ -228,23 +274,22 @@ static void handle_list(struct api *a, struct http_req *r)
     const struct txn **out = xmalloc(limit * sizeof *out);
     uint64_t next = 0;
     size_t n = engine_list(a->engine, &f, cursor, limit, out, &next);
-    json_t *arr = json_array();
+    struct buf b;
+    buf_init(&b, SIZE_MAX / 2);
+    buf_puts(&b, "{\"transactions\":[");
     for (size_t i = 0; i < n; i++) {
-        json_t *s = render_summary(out[i]);
-        json_object_set_new(s, "branch_count", json_integer(out[i]->nbranches));
-        json_array_append_new(arr, s);
+        if (i)
+            buf_puts(&b, ",");
+        render_summary(&b, out[i]);
     }
     free(out);
-    json_t *body = json_object();
-    json_object_set_new(body, "transactions", arr);
-    if (next) {
-        char c[24];
-        snprintf(c, sizeof c, "%llu", (unsigned long long)next);
-        json_object_set_new(body, "next_cursor", json_string(c));
-    } else {
-        json_object_set_new(body, "next_cursor", json_null());
-    }
-    respond_json(r, 200, body);
+    if (next)
+        buf_printf(&b, "],\"next_cursor\":\"%llu\"}", (unsigned long long)next);
+    else
+        buf_puts(&b, "],\"next_cursor\":null}");
+    size_t len;
+    char *text = buf_steal(&b, &len);
+    http_req_respond(r, 200, "application/json", text, len);
 }
 
 static void method_not_allowed(struct http_req *r, const char *allowed)

@@ -6,7 +6,9 @@
  * which is how replies wait for the log's fsync and for `wait`.
  *
  * This layer knows nothing of transactions: it hands complete requests (body
- * capped; 413 answered here) to one handler.
+ * capped; 413 answered here) to one handler. A body announced (Content-Length)
+ * over the cap is refused before it is read, and that connection is closed
+ * after the answer; a chunked body over the cap is drained, then refused.
  */
 #ifndef DTX_HTTP_SERVER_H
 #define DTX_HTTP_SERVER_H
@@ -18,7 +20,8 @@ struct http_server;
 struct http_req;
 
 /* Called on the loop thread with a complete request. The handler must
- * eventually call http_req_respond() exactly once (now or later). */
+ * eventually call http_req_respond() exactly once (now or later). It must not
+ * free the server. */
 typedef void (*http_handler_fn)(void *arg, struct http_req *req);
 
 struct http_server_config {
@@ -36,12 +39,15 @@ struct http_server *http_server_new(uv_loop_t *loop, const struct http_server_co
 unsigned short http_server_port(const struct http_server *s);
 /* Stop accepting new connections; requests in flight can still be answered. */
 void http_server_quiesce(struct http_server *s);
-/* Close everything (unanswered requests are dropped) and free. */
+/* Close everything (unanswered requests are dropped: a later
+ * http_req_respond() on one of them only frees it) and free. The uv handles
+ * finish closing on the loop's next turn. */
 void http_server_free(struct http_server *s);
 
-/* Request accessors: valid until the request is answered. */
+/* Request accessors: valid until the request is answered. Once the client
+ * is gone (server freed) method and path are "" and lookups return NULL. */
 const char *http_req_method(const struct http_req *r);
-const char *http_req_path(const struct http_req *r); /* without query string */
+const char *http_req_path(const struct http_req *r); /* URL-decoded, without query string */
 /* Query parameter value (URL-decoded) or NULL. */
 const char *http_req_query(const struct http_req *r, const char *key);
 /* Request header value or NULL (case-insensitive name). */
