@@ -163,7 +163,6 @@ static void on_action(struct engine *e, struct branch *b, const struct call_resu
     switch (res->outcome) {
     case CALL_SUCCESS:
         branch_set_state(b, BR_SUCCEEDED, now, "action succeeded");
-        branch_set_error(b, NULL);
         if (b->idx + 1 == t->nbranches)
             txn_set_state(t, TXN_SUCCEEDED, now, "last step succeeded");
         engine_log_update(e, t, b, after_log);
@@ -175,7 +174,6 @@ static void on_action(struct engine *e, struct branch *b, const struct call_resu
         start_abort(e, t, "a step failed");
         return;
     case CALL_ONGOING:
-        branch_set_error(b, "ongoing (425)");
         engine_retry_in(e, b, t->retry.initial_ms);
         return;
     case CALL_TRANSIENT:
@@ -202,14 +200,12 @@ static void on_compensate(struct engine *e, struct branch *b, const struct call_
     switch (res->outcome) {
     case CALL_SUCCESS:
         branch_set_state(b, BR_COMPENSATED, now, "compensation succeeded");
-        branch_set_error(b, NULL);
         t->needs_attention = 0;
         if (!more_to_compensate(t, b->idx))
             txn_set_state(t, TXN_FAILED, now, "all started steps compensated");
         engine_log_update(e, t, b, after_log);
         return;
     case CALL_ONGOING:
-        branch_set_error(b, "ongoing (425)");
         engine_retry_in(e, b, t->retry.initial_ms);
         return;
     case CALL_FAILURE:

@@ -111,6 +111,11 @@ def test_409_compensates_started_steps_newest_first(dtxd, participant, failing):
         if i <= failing:
             assert br["status"] == "compensated", br
             assert br["action_attempts"] == 1 and br["compensate_attempts"] == 1, br
+            # the refusal stays visible after the compensation: why it failed
+            if i == failing:
+                assert br["last_error"] and "409" in br["last_error"], br
+            else:
+                assert br["last_error"] is None, br
         else:
             assert br["status"] == "pending", br
             assert br["action_attempts"] == 0 and br["compensate_attempts"] == 0, br
