@@ -4,10 +4,13 @@
 
 CC      ?= cc
 PKGS    := libuv libmicrohttpd libcurl jansson zlib
+# CFLAGS/LDFLAGS are the caller's (optimisation, sanitizers: see `make asan`);
+# the flags the project needs are kept apart so overriding CFLAGS keeps them.
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -MMD -MP -Isrc
-CFLAGS  += $(shell pkg-config --cflags $(PKGS))
+DTX_CFLAGS := -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -MMD -MP -Isrc \
+              $(shell pkg-config --cflags $(PKGS))
 LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lpthread -lm
+SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer
 B       := build
 
 MODULES := common engine store transport api
@@ -18,7 +21,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 BENCH_BIN := $(B)/bench/loadgen $(B)/bench/participant
 FMT_SRC := $(shell find src tests bench -name '*.[ch]' 2>/dev/null)
 
-.PHONY: all dtxd unit test test-unit test-integration bench format format-check clean
+.PHONY: all dtxd unit test test-unit test-integration bench format format-check clean asan
 
 all: format-check $(B)/dtxd $(UNIT_BIN) $(BENCH_BIN)
 
@@ -26,7 +29,7 @@ dtxd: $(B)/dtxd
 
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(DTX_CFLAGS) $(CFLAGS) -c $< -o $@
 
 $(B)/libdtxcore.a: $(CORE_OBJ)
 	@rm -f $@
@@ -55,6 +58,15 @@ test: all test-unit test-integration
 
 bench: $(B)/dtxd $(BENCH_BIN)
 	BUILD=$(B) bench/run.sh
+
+# The unit and integration suites against an AddressSanitizer +
+# UndefinedBehaviorSanitizer build, in build-asan/.
+asan:
+	$(MAKE) B=build-asan CFLAGS="$(SAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" \
+		build-asan/dtxd $(UNIT_BIN:$(B)/%=build-asan/%)
+	@set -e; for t in $(UNIT_BIN:$(B)/%=build-asan/%); do echo "== $$t"; $$t; done
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		DTXD=$(CURDIR)/build-asan/dtxd /usr/bin/python3 -m pytest -q tests/integration
 
 format:
 	clang-format -i $(FMT_SRC)

@@ -2,7 +2,9 @@
 # scripts/test.sh - the one command that checks dtx on a fresh Debian 12
 # machine (as root): install what the build and the tests need (only what is
 # missing), build with the format check, run the unit tests, then the
-# integration tests against the real dtxd. Exits non-zero if anything fails.
+# integration tests against the real dtxd, then both again against a build
+# with AddressSanitizer and UndefinedBehaviorSanitizer. Exits non-zero if
+# anything fails.
 # Works from any directory.
 set -euo pipefail
 
@@ -49,6 +51,9 @@ make test-unit || status=1
 echo "== integration tests"
 # Debian's python3 (with python3-pytest), not whatever python3 is first on PATH.
 DTXD="$ROOT/build/dtxd" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration || status=1
+
+echo "== unit and integration tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+make asan || status=1
 
 if ((status)); then
     echo "== FAILED" >&2

@@ -65,10 +65,21 @@ int buf_puts(struct buf *b, const char *s)
 
 int buf_printf(struct buf *b, const char *fmt, ...)
 {
+    /* one pass when the text fits in the spare room (the usual case), a
+     * second after growing when it does not */
+    size_t room = b->data ? b->cap - b->len : 0; /* includes the NUL's byte */
+    if (room < 64 && reserve(b, 64) == 0)
+        room = b->cap - b->len; /* growing is opportunistic: the cap may forbid it */
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(room ? b->data + b->len : NULL, room, fmt, ap);
     va_end(ap);
+    if (n >= 0 && (size_t)n < room && (size_t)n <= b->max - b->len) {
+        b->len += (size_t)n;
+        return 0;
+    }
+    if (b->data)
+        b->data[b->len] = '\0'; /* undo a partial or refused write */
     if (n < 0)
         return DTX_EINVAL;
     int rc = reserve(b, (size_t)n);

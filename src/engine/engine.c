@@ -56,7 +56,8 @@ struct engine {
     struct txn *fin_head, *fin_tail; /* finished, oldest first */
     struct buf scratch;
     int stopping;
-    int closing; /* uv handles still closing in engine_free */
+    int closing;            /* uv handles still closing in engine_free */
+    struct call_ctx *calls; /* outstanding participant calls */
     struct engine_stats stats;
 };
 
@@ -333,18 +334,33 @@ void engine_log_update(struct engine *e, struct txn *t, struct branch *br, engin
 
 /* ---- participant calls ----------------------------------------------- */
 
+/* An outstanding call. They are listed so that calls the transport abandons
+ * at shutdown (it runs no callback then) are still freed by engine_free. */
 struct call_ctx {
+    struct call_ctx *prev, *next;
     struct engine *e;
     struct branch *b;
     engine_call_fn cb;
 };
 
+static void call_unlink(struct engine *e, struct call_ctx *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        e->calls = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+}
+
 static void on_call_done(void *arg, const struct call_result *res)
 {
     struct call_ctx *c = arg;
+    struct engine *e = c->e;
+    call_unlink(e, c);
     c->b->in_flight = 0;
-    if (!c->e->stopping)
-        c->cb(c->e, c->b, res);
+    if (!e->stopping)
+        c->cb(e, c->b, res);
     free(c);
 }
 
@@ -384,11 +400,17 @@ void engine_call(struct engine *e, struct branch *b, const char *op, const char 
     c->e = e;
     c->b = b;
     c->cb = cb;
+    c->prev = NULL;
+    c->next = e->calls;
+    if (e->calls)
+        e->calls->prev = c;
+    e->calls = c;
     b->in_flight = 1;
     e->stats.calls++;
     int rc = transport_call(e->router, &req, on_call_done, c);
     if (rc != 0) {
         /* validated URLs always have a transport; treat a refusal as transient */
+        call_unlink(e, c);
         free(c);
         b->in_flight = 0;
         char msg[96];
@@ -728,6 +750,11 @@ void engine_free(struct engine *e)
             free(w);
         }
         txn_free(t);
+    }
+    while (e->calls) { /* abandoned by the transport (freed before us) */
+        struct call_ctx *c = e->calls;
+        e->calls = c->next;
+        free(c);
     }
     free(e->seqs);
     free(e->txns);
