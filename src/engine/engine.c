@@ -536,6 +536,8 @@ void engine_stats(const struct engine *e, struct engine_stats *out)
     out->live = e->by_gid.len - fin;
 }
 
+static void expire_finished(struct engine *e);
+
 /* ---- recovery -------------------------------------------------------- */
 
 static void apply_update(struct engine *e, struct record_update *u)
@@ -635,6 +637,7 @@ int engine_recover(struct engine *e)
         modes[t->type]->advance(e, t);
     }
     slog_info("recovered", "transactions=%zu unfinished=%zu", e->by_gid.len, live);
+    expire_finished(e); /* finished before the restart and past retention */
     return 0;
 }
 

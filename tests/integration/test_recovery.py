@@ -237,3 +237,62 @@ def test_many_segments_recovered(dtxd_factory, participant):
     for g in gids:
         assert d.txn(g) == before[g]
     assert participant.count() == 150
+
+
+def test_compaction_keeps_live_and_finished_transactions(dtxd_factory, participant):
+    """Small segments and a low compaction threshold force several
+    compactions while one saga is stuck mid-way; after kill -9 and restart
+    every finished saga reads back identically and the stuck one resumes
+    without re-running its recorded step."""
+    p = participant
+    d = dtxd_factory("--segment-size", "65536", "--compact-min-bytes", "65536")
+    p.script("/hold", [("block", 200)])
+    live = "compact-live"
+    r = d.create(saga([step(p, "first"), step(p, "hold")], gid=live))
+    assert r.status == 201, r
+    p.wait_calls("/hold", 1)
+
+    gids = []
+    for i in range(400):
+        gid = f"compact-{i:04d}"
+        r = d.create(saga([step(p, "s1", {"pad": "p" * 400, "i": i})], gid=gid, wait=True))
+        assert r.status == 201 and r.body["status"] == "succeeded", r
+        gids.append(gid)
+    # the engine asks for compaction once a second; wait for it to happen
+    wait_until(lambda: d.log_text().count("log compacted") >= 2, timeout=15, what="compactions")
+    segments = sorted(x.name for x in d.data_dir.iterdir() if x.name.endswith(".log"))
+    assert len(segments) <= 4, segments  # old segments were dropped
+
+    before = {g: d.txn(g) for g in gids}
+    d.kill9()
+    d.restart()
+    for g in gids:
+        assert d.txn(g) == before[g]
+    t = d.txn(live)
+    assert t["status"] == "submitted"
+    assert t["branches"][0]["status"] == "succeeded"
+    p.release("/hold")
+    assert d.wait_final(live)["status"] == "succeeded"
+    assert p.count("/first") == 1  # recorded as done: never sent again
+
+
+def test_retention_drops_finished_transactions(dtxd_factory, participant):
+    """Finished transactions stay queryable for --retention seconds, then
+    disappear, also after a restart; unfinished ones are never dropped."""
+    p = participant
+    d = dtxd_factory("--retention", "1")
+    p.script("/hold", [("block", 200)])
+    done = "ret-done"
+    r = d.create(saga([step(p, "s1")], gid=done, wait=True))
+    assert r.status == 201 and r.body["status"] == "succeeded", r
+    live = "ret-live"
+    assert d.create(saga([step(p, "hold")], gid=live)).status == 201
+    assert d.txn(done)["status"] == "succeeded"
+    wait_until(lambda: d.get("/v1/transactions/" + done).status == 404, timeout=5,
+               what="retention expiry")
+    d.kill9()
+    d.restart()
+    assert d.get("/v1/transactions/" + done).status == 404
+    assert d.txn(live)["status"] == "submitted"
+    p.release("/hold")
+    assert d.wait_final(live)["status"] == "succeeded"
