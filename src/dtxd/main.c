@@ -340,9 +340,11 @@ int main(int argc, char **argv)
 
     uv_run(d.loop, UV_RUN_DEFAULT);
 
-    store_free(d.store);
+    store_free(d.store); /* closes its uv handle: let the loop see that */
+    uv_run(d.loop, UV_RUN_DEFAULT);
     api_free(d.api);
-    uv_loop_close(d.loop);
+    if (uv_loop_close(d.loop) != 0)
+        slog_warn("event loop closed with handles still open", "%s", "");
     slog_info("stopped", "%s", "");
     return 0;
 }
