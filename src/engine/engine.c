@@ -661,6 +661,7 @@ static void expire_finished(struct engine *e)
 
 static void compact(struct engine *e)
 {
+    uint64_t t0 = clock_mono_us();
     size_t n = 0;
     struct buf blob;
     buf_init(&blob, SIZE_MAX / 2);
@@ -678,7 +679,8 @@ static void compact(struct engine *e)
     if (rc != 0)
         slog_warn("compaction not started", "err=%s", dtx_err_name(rc));
     else
-        slog_info("compaction started", "transactions=%zu bytes=%zu", n, bytes);
+        slog_info("compaction started", "transactions=%zu bytes=%zu snapshot_ms=%.1f", n, bytes,
+                  (double)(clock_mono_us() - t0) / 1000.0);
 }
 
 static void on_tick(uv_timer_t *h)
