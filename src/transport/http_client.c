@@ -22,11 +22,20 @@
  * Every call is a `struct hc_call` that owns an easy handle and the memory a
  * request needs: the body copy, the header lines and the curl_slist nodes that
  * point at them (built here, in place, so that no list is allocated per call),
- * the error text. Finished calls go back to an idle pool (curl_easy_reset, so
- * they hold no options) and are reused; the pool keeps at most IDLE_MAX of
- * them. Connections are not ours: they live in the multi handle's cache
- * (CURLMOPT_MAXCONNECTS) and are reused by the next call to the same host,
- * which is what keep-alive means here.
+ * the error text. Finished calls go back to an idle pool and are reused; the
+ * pool keeps at most IDLE_MAX of them. A handle is never reset: the options
+ * every call shares are set once when it is made (setup_easy_once), and a call
+ * sets only URL, body, timeout (setup_easy) - resetting and setting them all
+ * again was a measurable share of the loop's time. Connections are not ours:
+ * they live in the multi handle's cache (CURLMOPT_MAXCONNECTS) and are reused
+ * by the next call to the same host, which is what keep-alive means here.
+ *
+ * URLs are parsed once: a small cache (URL_CACHE_MAX entries) keeps a CURLU
+ * per URL string, handed to curl with CURLOPT_CURLU, which saves curl parsing
+ * the string and assembling it again on every transfer. The string is set too
+ * (CURLOPT_URL; the CURLU takes precedence, curl keeps the string for its
+ * messages). A URL curl cannot parse is not cached and goes to curl as a
+ * plain CURLOPT_URL, so it fails exactly as it would without the cache.
  *
  * Outcomes come from the status code only (DESIGN §2); the response body is
  * discarded except for its first SNIPPET_MAX bytes, which only decorate the
@@ -55,12 +64,26 @@
 #define BODY_KEEP_MAX           (64 * 1024) /* larger body copies are not kept idle */
 #define SNIPPET_MAX             160         /* response bytes quoted in error text */
 #define HDR_LINES               10
+#define URL_CACHE_MAX           64 /* parsed URLs kept (struct hc_url) */
 
 struct http_client;
+
+/*
+ * A URL parsed once (CURLOPT_CURLU), so that a call to a URL seen before skips
+ * curl's parsing and re-assembling of it. refs counts the calls in flight
+ * with it: only an unreferenced entry may be replaced by another URL.
+ */
+struct hc_url {
+    char *s; /* the URL string, as the callers give it */
+    uint32_t hash;
+    unsigned refs;
+    CURLU *u;
+};
 
 struct hc_call {
     struct http_client *hc;
     CURL *easy;
+    struct hc_url *url; /* the parsed URL this call uses, or NULL */
     call_done_fn cb;
     void *arg;
     struct hc_call *prev, *next; /* in the in-flight list; next only when idle */
@@ -98,7 +121,9 @@ struct http_client {
     struct hc_sock *socks;  /* every watcher not yet closed, doubly linked */
     struct hc_sock **by_fd; /* connection sockets' watchers by fd */
     size_t n_by_fd;
-    unsigned open_handles; /* uv handles not yet through their close callback */
+    struct hc_url urls[URL_CACHE_MAX];
+    unsigned n_urls, url_next; /* entries in use; next to consider replacing */
+    unsigned open_handles;     /* uv handles not yet through their close callback */
     int closing;
 };
 
@@ -112,6 +137,7 @@ static void on_poll(uv_poll_t *h, int status, int events);
 static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
                                     struct curl_sockaddr *addr);
 static int on_close_socket(void *clientp, curl_socket_t fd);
+static int setup_easy_once(struct hc_call *c);
 
 /* ---- the pool of calls ---- */
 
@@ -137,21 +163,29 @@ static struct hc_call *call_get(struct http_client *hc)
     c = xcalloc(1, sizeof *c);
     c->hc = hc;
     c->easy = curl_easy_init();
-    if (c->easy == NULL) {
-        free(c);
+    if (c->easy == NULL || setup_easy_once(c) != 0) {
+        call_destroy(c);
         return NULL;
     }
     return c;
 }
 
-/* Back to the idle pool (or freed once the pool is full or we are closing). */
+/*
+ * Back to the idle pool (or freed once the pool is full or we are closing).
+ * The handle keeps its options: the next call sets only those that change.
+ */
 static void call_put(struct http_client *hc, struct hc_call *c)
 {
+    if (c->url != NULL) {
+        /* an idle handle keeps no pointer into the cache */
+        curl_easy_setopt(c->easy, CURLOPT_CURLU, NULL);
+        c->url->refs--;
+        c->url = NULL;
+    }
     if (hc->closing || hc->n_idle >= IDLE_MAX) {
         call_destroy(c);
         return;
     }
-    curl_easy_reset(c->easy);
     c->cb = NULL;
     c->arg = NULL;
     if (c->body_cap > BODY_KEEP_MAX) {
@@ -183,6 +217,63 @@ static void inflight_unlink(struct http_client *hc, struct hc_call *c)
     if (c->next != NULL)
         c->next->prev = c->prev;
     c->prev = c->next = NULL;
+}
+
+/* ---- parsed URLs ---- */
+
+static uint32_t url_hash(const char *s)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *s != '\0'; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+/*
+ * The parsed form of url, from the cache or parsed now (with the flags curl
+ * itself parses a CURLOPT_URL with). NULL when curl cannot parse it or when
+ * every entry is in use: the call then sets CURLOPT_URL alone, and curl parses
+ * (and reports on) it as usual. The entry is the client's; the caller takes a
+ * reference.
+ */
+static struct hc_url *url_get(struct http_client *hc, const char *url)
+{
+    uint32_t h = url_hash(url);
+    for (unsigned i = 0; i < hc->n_urls; i++) {
+        struct hc_url *e = &hc->urls[i];
+        if (e->hash == h && strcmp(e->s, url) == 0)
+            return e;
+    }
+    CURLU *u = curl_url();
+    if (u == NULL)
+        return NULL;
+    if (curl_url_set(u, CURLUPART_URL, url, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) !=
+        CURLUE_OK) {
+        curl_url_cleanup(u);
+        return NULL;
+    }
+    struct hc_url *e = NULL;
+    if (hc->n_urls < URL_CACHE_MAX) {
+        e = &hc->urls[hc->n_urls++];
+    } else {
+        for (unsigned n = 0; n < URL_CACHE_MAX && e == NULL; n++) {
+            struct hc_url *x = &hc->urls[hc->url_next];
+            hc->url_next = (hc->url_next + 1) % URL_CACHE_MAX;
+            if (x->refs == 0)
+                e = x;
+        }
+        if (e == NULL) {
+            curl_url_cleanup(u);
+            return NULL;
+        }
+        free(e->s);
+        curl_url_cleanup(e->u);
+    }
+    e->s = xstrdup(url);
+    e->hash = h;
+    e->refs = 0;
+    e->u = u;
+    return e;
 }
 
 /* ---- building a request ---- */
@@ -280,18 +371,15 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *userdata)
 }
 
 /*
- * Set every option of a call on its (fresh or reset) easy handle. Returns 0,
- * or DTX_EINVAL when curl refuses an option (e.g. a URL it cannot take).
+ * Set the options every call shares, once, on a new easy handle: they survive
+ * from one call to the next (the handle is never reset). Returns 0, or
+ * DTX_EIO when curl refuses one.
  */
-static int setup_easy(struct hc_call *c, const struct call_req *req)
+static int setup_easy_once(struct hc_call *c)
 {
     CURL *e = c->easy;
     CURLcode rc = CURLE_OK;
-    const char *body = c->body != NULL ? c->body : "";
 
-    c->errbuf[0] = '\0';
-    c->snippet_len = 0;
-    rc |= curl_easy_setopt(e, CURLOPT_URL, req->url);
     rc |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     rc |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     /* participants are called directly: an http_proxy variable in dtxd's
@@ -299,9 +387,6 @@ static int setup_easy(struct hc_call *c, const struct call_req *req)
     rc |= curl_easy_setopt(e, CURLOPT_PROXY, "");
     rc |= curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     rc |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    rc |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)req->timeout_ms);
-    rc |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)req->body_len);
-    rc |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
     rc |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->lines);
     rc |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
     rc |= curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
@@ -311,6 +396,31 @@ static int setup_easy(struct hc_call *c, const struct call_req *req)
     rc |= curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, c->hc);
     rc |= curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
     rc |= curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c->hc);
+    return rc == CURLE_OK ? 0 : DTX_EIO;
+}
+
+/*
+ * Set what changes from call to call. Returns 0, or DTX_EINVAL when curl
+ * refuses an option (e.g. a URL it cannot take).
+ */
+static int setup_easy(struct hc_call *c, const struct call_req *req)
+{
+    CURL *e = c->easy;
+    CURLcode rc = CURLE_OK;
+    const char *body = c->body != NULL ? c->body : "";
+
+    c->errbuf[0] = '\0';
+    c->snippet_len = 0;
+    /* both: curl takes the parsed form (CURLOPT_CURLU overrides CURLOPT_URL)
+     * and keeps the string for its messages */
+    c->url = url_get(c->hc, req->url);
+    if (c->url != NULL)
+        c->url->refs++;
+    rc |= curl_easy_setopt(e, CURLOPT_URL, req->url);
+    rc |= curl_easy_setopt(e, CURLOPT_CURLU, c->url != NULL ? c->url->u : NULL);
+    rc |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)req->timeout_ms);
+    rc |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)req->body_len);
+    rc |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
     return rc == CURLE_OK ? 0 : DTX_EINVAL;
 }
 
@@ -691,6 +801,11 @@ static void hc_free(struct transport *t)
     /* closes the cached connections, through on_close_socket */
     curl_multi_cleanup(hc->multi);
     hc->multi = NULL;
+    for (unsigned i = 0; i < hc->n_urls; i++) {
+        free(hc->urls[i].s);
+        curl_url_cleanup(hc->urls[i].u);
+    }
+    hc->n_urls = 0;
     while (hc->socks != NULL) /* whatever curl did not close */
         sock_close(hc, hc->socks);
     uv_close((uv_handle_t *)&hc->timer, on_timer_closed);
