@@ -56,8 +56,10 @@ struct engine {
     struct txn *fin_head, *fin_tail; /* finished, oldest first */
     struct buf scratch;
     int stopping;
-    int closing;            /* uv handles still closing in engine_free */
-    struct call_ctx *calls; /* outstanding participant calls */
+    int closing;                   /* uv handles still closing in engine_free */
+    struct call_ctx *calls;        /* outstanding participant calls */
+    struct compaction *compaction; /* running, or NULL */
+    int free_pending;              /* engine_free waits for the compaction */
     struct engine_stats stats;
 };
 
@@ -537,6 +539,7 @@ void engine_stats(const struct engine *e, struct engine_stats *out)
 }
 
 static void expire_finished(struct engine *e);
+struct compaction;
 
 /* ---- recovery -------------------------------------------------------- */
 
@@ -645,6 +648,8 @@ int engine_recover(struct engine *e)
 
 static void expire_finished(struct engine *e)
 {
+    if (e->compaction != NULL)
+        return; /* its worker reads finished transactions */
     int64_t cutoff = clock_wall_ms() - (int64_t)e->cfg.retention_ms;
     while (e->fin_head != NULL) {
         struct txn *t = e->fin_head;
@@ -659,28 +664,110 @@ static void expire_finished(struct engine *e)
     }
 }
 
+/*
+ * Compaction. The store places a cut (store_compact_begin) and the snapshot
+ * must describe the state at the cut or later. Live transactions are encoded
+ * here, on the loop, at the cut; finished ones never change again, so a
+ * worker thread encodes those, in creation order, while the loop goes on
+ * (retention pauses meanwhile so none is freed under the worker).
+ */
+struct snap_item {
+    const struct txn *t;
+    char *pre; /* live: encoded at the cut; NULL: finished, encoded by the worker */
+    size_t pre_len;
+};
+
+struct compaction {
+    uv_work_t work;
+    struct engine *e;
+    struct snap_item *items;
+    size_t n;
+    char *blob;
+    size_t *lens;
+    uint64_t started_us;
+};
+
+static void compact_work(uv_work_t *w)
+{
+    struct compaction *c = w->data;
+    struct buf blob;
+    buf_init(&blob, SIZE_MAX / 2);
+    c->lens = xmalloc((c->n + 1) * sizeof *c->lens);
+    for (size_t i = 0; i < c->n; i++) {
+        size_t before = blob.len;
+        if (c->items[i].pre)
+            buf_append(&blob, c->items[i].pre, c->items[i].pre_len);
+        else
+            record_encode_txn(&blob, c->items[i].t);
+        c->lens[i] = blob.len - before;
+    }
+    c->blob = buf_steal(&blob, NULL);
+}
+
+static void compaction_free(struct compaction *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        free(c->items[i].pre);
+    free(c->items);
+    free(c);
+}
+
+static void compact_after(uv_work_t *w, int status)
+{
+    struct compaction *c = w->data;
+    struct engine *e = c->e;
+    e->compaction = NULL;
+    int rc = status == 0 ? store_compact_finish(e->store, c->blob, c->lens)
+                         : store_compact_finish(e->store, NULL, NULL);
+    if (status != 0) {
+        free(c->blob);
+        free(c->lens);
+    }
+    if (rc == 0 && status == 0)
+        slog_info("compaction snapshot handed to the log", "transactions=%zu ms=%.1f", c->n,
+                  (double)(clock_mono_us() - c->started_us) / 1000.0);
+    else if (!e->stopping)
+        slog_warn("compaction abandoned", "err=%s", dtx_err_name(rc ? rc : status));
+    compaction_free(c);
+    if (e->free_pending)
+        engine_free(e);
+}
+
 static void compact(struct engine *e)
 {
     uint64_t t0 = clock_mono_us();
     size_t n = 0;
-    struct buf blob;
-    buf_init(&blob, SIZE_MAX / 2);
-    size_t *lens = xmalloc((e->by_gid.len + 1) * sizeof *lens);
+    struct compaction *c = xcalloc(1, sizeof *c);
+    c->e = e;
+    c->started_us = t0;
+    c->items = xmalloc((e->by_gid.len + 1) * sizeof *c->items);
     for (size_t i = 0; i < e->idx_len; i++) {
         const struct txn *t = e->txns[i];
         if (t == NULL)
             continue;
-        size_t before = blob.len;
-        record_encode_txn(&blob, t);
-        lens[n++] = blob.len - before;
+        struct snap_item *it = &c->items[n++];
+        it->t = t;
+        it->pre = NULL;
+        it->pre_len = 0;
+        if (!txn_state_is_final(t->state)) {
+            struct buf b;
+            buf_init(&b, SIZE_MAX / 2);
+            record_encode_txn(&b, t);
+            it->pre = buf_steal(&b, &it->pre_len);
+        }
     }
-    size_t bytes = blob.len;
-    int rc = store_compact(e->store, buf_steal(&blob, NULL), lens, n);
-    if (rc != 0)
+    c->n = n;
+    int rc = store_compact_begin(e->store, n);
+    if (rc != 0) {
         slog_warn("compaction not started", "err=%s", dtx_err_name(rc));
-    else
-        slog_info("compaction started", "transactions=%zu bytes=%zu snapshot_ms=%.1f", n, bytes,
-                  (double)(clock_mono_us() - t0) / 1000.0);
+        compaction_free(c);
+        return;
+    }
+    c->work.data = c;
+    e->compaction = c;
+    uv_queue_work(e->loop, &c->work, compact_work, compact_after);
+    slog_info("compaction started", "transactions=%zu loop_ms=%.1f", n,
+              (double)(clock_mono_us() - t0) / 1000.0);
 }
 
 static void on_tick(uv_timer_t *h)
@@ -745,6 +832,11 @@ void engine_free(struct engine *e)
 {
     if (e == NULL)
         return;
+    if (e->compaction != NULL) {
+        /* a worker still reads our transactions: finish when it is done */
+        e->free_pending = 1;
+        return;
+    }
     for (size_t i = 0; i < e->idx_len; i++) {
         struct txn *t = e->txns[i];
         if (t == NULL)

@@ -15,6 +15,7 @@
 #define DTX_STORE_H
 
 #include <stddef.h>
+#include <stdlib.h>
 
 /* Called on the loop thread once the record is durable. status is always 0:
  * a failed write or fsync ends the process instead (DESIGN §3). */
@@ -36,13 +37,22 @@ struct store_ops {
      * its appends; cheap to call). */
     int (*compact_due)(struct store *s);
     /*
-     * Replace every record appended before this call by the records in the
-     * snapshot: blob holds n records back to back, lens[i] the length of the
-     * i-th. Takes ownership of blob and lens (free()d by the store). The
-     * snapshot must describe the state produced by all records appended so
-     * far; records appended after the call are kept and replay after it.
+     * Compaction in two steps, so that the caller can build the snapshot off
+     * its own thread. compact_begin places the cut: every record appended
+     * before it will be replaced by a snapshot of exactly n records. The
+     * snapshot must describe the state produced by those records, or a later
+     * state (records appended after the cut replay after it, and updates are
+     * absolute, so a newer snapshot is harmless). Returns 0, DTX_EAGAIN while
+     * a compaction runs, DTX_ETOOBIG, DTX_ESTATE/DTX_ECLOSED.
      */
-    int (*compact)(struct store *s, char *blob, size_t *lens, size_t n);
+    int (*compact_begin)(struct store *s, size_t n);
+    /*
+     * Hand over the snapshot of the compaction begun last: blob holds its n
+     * records back to back, lens[i] the length of the i-th (n as given to
+     * compact_begin). Takes ownership of blob and lens (free()d by the store)
+     * in every case. Pass blob NULL to abandon the compaction.
+     */
+    int (*compact_finish)(struct store *s, char *blob, size_t *lens);
     /* Wait until every queued record is durable and its callback has run,
      * then stop the writer. Used on SIGTERM. */
     int (*close)(struct store *s);
@@ -68,9 +78,25 @@ static inline int store_compact_due(struct store *s)
 {
     return s->ops->compact_due(s);
 }
+static inline int store_compact_begin(struct store *s, size_t n)
+{
+    return s->ops->compact_begin(s, n);
+}
+static inline int store_compact_finish(struct store *s, char *blob, size_t *lens)
+{
+    return s->ops->compact_finish(s, blob, lens);
+}
+/* Begin and finish at once: the snapshot is ready at the cut. Takes blob and
+ * lens in every case. */
 static inline int store_compact(struct store *s, char *blob, size_t *lens, size_t n)
 {
-    return s->ops->compact(s, blob, lens, n);
+    int rc = store_compact_begin(s, n);
+    if (rc != 0) {
+        free(blob);
+        free(lens);
+        return rc;
+    }
+    return store_compact_finish(s, blob, lens);
 }
 static inline int store_close(struct store *s)
 {

@@ -98,17 +98,19 @@
  *
  * COMPACTION
  *
- * store_compact() puts a cut mark in the queue. When the writer reaches it,
- * the records before the mark have been written and synced to the active
- * segment K; the writer rotates to a new segment K+1 (so later appends go
- * there, untouched by the compaction) and starts the compaction thread. That
- * thread writes the snapshot records to "<K>.log.tmp" with the SNAPSHOT flag,
- * fsyncs it, renames it over segment K, fsyncs the directory, deletes every
- * segment below K and fsyncs the directory again. A crash before the rename
- * leaves the old segments (and a .tmp that recovery deletes); after it, the
- * snapshot supersedes them. A failure before the rename abandons the
- * compaction (nothing acknowledged depends on it); a failure of a directory
- * fsync after it is fatal.
+ * store_compact_begin() puts a cut mark in the queue. When the writer
+ * reaches it, the records before the mark have been written and synced to
+ * the active segment K; the writer rotates to a new segment K+1 (so later
+ * appends go there, untouched by the compaction) and starts the compaction
+ * thread. That thread waits until store_compact_finish() hands over the
+ * snapshot (the engine builds it off the loop), then writes its records to
+ * "<K>.log.tmp" with the SNAPSHOT flag, fsyncs it, renames it over segment K,
+ * fsyncs the directory, deletes every segment below K and fsyncs the
+ * directory again. A crash before the rename leaves the old segments (and a
+ * .tmp that recovery deletes); after it, the snapshot supersedes them. A
+ * failure before the rename, or a snapshot that never comes (abandoned, or
+ * the log closed first), abandons the compaction (nothing acknowledged
+ * depends on it); a failure of a directory fsync after it is fatal.
  */
 #include "store/wal.h"
 #include "store/wal_sys.h"
@@ -209,6 +211,8 @@ struct snap {
     uint64_t id;        /* the sealed segment it takes the place of */
     uint64_t first_seq; /* its first record's sequence number */
     uint64_t covered;   /* sealed bytes it makes obsolete */
+    int ready;          /* blob handed over (under mu) */
+    int abandoned;      /* no blob will come (under mu) */
 };
 
 struct wal {
@@ -232,6 +236,7 @@ struct wal {
     /* Shared: under mu. */
     uv_mutex_t mu;
     uv_cond_t cv;
+    uv_cond_t snap_cv;     /* the compaction thread waits here for the snapshot */
     struct buf fill;       /* records queued for the writer */
     struct cbvec fill_cbs; /* their callbacks */
     int writer_waiting;
@@ -1176,7 +1181,12 @@ fail:
 static void compact_main(void *arg)
 {
     struct wal *w = arg;
-    int status = snapshot_write(w);
+    uv_mutex_lock(&w->mu);
+    while (!w->snap.ready && !w->snap.abandoned)
+        uv_cond_wait(&w->snap_cv, &w->mu);
+    int abandoned = w->snap.abandoned;
+    uv_mutex_unlock(&w->mu);
+    int status = abandoned ? -ECANCELED : snapshot_write(w);
     uv_mutex_lock(&w->mu);
     w->comp_finished = 1;
     w->comp_status = status;
@@ -1294,37 +1304,23 @@ static int wal_compact_due(struct store *s)
 }
 
 /*
- * store_ops.compact: see store.h and COMPACTION at the top. blob and lens are
- * always taken. DTX_EAGAIN while a compaction runs, DTX_ETOOBIG for a record
- * over 64 MiB, DTX_ESTATE/DTX_ECLOSED outside the running state.
+ * store_ops.compact_begin: see store.h and COMPACTION at the top. DTX_EAGAIN
+ * while a compaction runs, DTX_ETOOBIG for more than 2^32 records,
+ * DTX_ESTATE/DTX_ECLOSED outside the running state.
  */
-static int wal_compact(struct store *s, char *blob, size_t *lens, size_t n)
+static int wal_compact_begin(struct store *s, size_t n)
 {
     struct wal *w = (struct wal *)s;
-    int rc = 0;
-    if (w->state != WAL_RUNNING) {
-        rc = w->state == WAL_OPENED ? DTX_ESTATE : DTX_ECLOSED;
-        goto fail;
-    }
-    if (w->compacting) {
-        rc = DTX_EAGAIN;
-        goto fail;
-    }
-    if (n > UINT32_MAX) {
-        rc = DTX_ETOOBIG;
-        goto fail;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (lens[i] > WAL_MAX_RECORD) {
-            rc = DTX_ETOOBIG;
-            goto fail;
-        }
-    }
+    if (w->state != WAL_RUNNING)
+        return w->state == WAL_OPENED ? DTX_ESTATE : DTX_ECLOSED;
+    if (w->compacting)
+        return DTX_EAGAIN;
+    if (n > UINT32_MAX)
+        return DTX_ETOOBIG;
     w->compacting = 1;
     hold(w);
     uv_mutex_lock(&w->mu);
-    w->snap.blob = blob;
-    w->snap.lens = lens;
+    memset(&w->snap, 0, sizeof w->snap);
     w->snap.n = n;
     w->cut = 1;
     w->cut_off = w->fill.len;
@@ -1334,6 +1330,41 @@ static int wal_compact(struct store *s, char *blob, size_t *lens, size_t n)
     if (wake)
         uv_cond_signal(&w->cv);
     return 0;
+}
+
+/*
+ * store_ops.compact_finish: see store.h. blob and lens are always taken.
+ * DTX_ESTATE when no compaction waits for its snapshot; DTX_ETOOBIG for a
+ * record over 64 MiB (the compaction is then abandoned).
+ */
+static int wal_compact_finish(struct store *s, char *blob, size_t *lens)
+{
+    struct wal *w = (struct wal *)s;
+    int rc = 0;
+    uv_mutex_lock(&w->mu);
+    int waiting = w->compacting && !w->snap.ready && !w->snap.abandoned;
+    if (!waiting) {
+        uv_mutex_unlock(&w->mu);
+        rc = DTX_ESTATE;
+        goto fail;
+    }
+    for (size_t i = 0; blob != NULL && i < w->snap.n; i++) {
+        if (lens[i] > WAL_MAX_RECORD) {
+            rc = DTX_ETOOBIG;
+            break;
+        }
+    }
+    if (blob == NULL || rc != 0) {
+        w->snap.abandoned = 1;
+    } else {
+        w->snap.blob = blob;
+        w->snap.lens = lens;
+        w->snap.ready = 1;
+        blob = NULL;
+        lens = NULL;
+    }
+    uv_mutex_unlock(&w->mu);
+    uv_cond_signal(&w->snap_cv);
 fail:
     free(blob);
     free(lens);
@@ -1354,6 +1385,12 @@ static int wal_close(struct store *s)
     uv_cond_signal(&w->cv);
     uv_mutex_unlock(&w->mu);
     uv_thread_join(&w->writer);
+    /* a compaction still waiting for its snapshot will not get one now */
+    uv_mutex_lock(&w->mu);
+    if (!w->snap.ready)
+        w->snap.abandoned = 1;
+    uv_cond_signal(&w->snap_cv);
+    uv_mutex_unlock(&w->mu);
     if (w->comp_thread) {
         uv_thread_join(&w->compactor);
         w->comp_thread = 0;
@@ -1376,6 +1413,7 @@ static void wal_free(struct store *s)
     uv_close((uv_handle_t *)w->async, on_async_closed);
     uv_mutex_destroy(&w->mu);
     uv_cond_destroy(&w->cv);
+    uv_cond_destroy(&w->snap_cv);
     buf_free(&w->fill);
     buf_free(&w->batch);
     free(w->fill_cbs.v);
@@ -1397,7 +1435,8 @@ static const struct store_ops wal_ops = {
     .recover = wal_recover,
     .append = wal_append,
     .compact_due = wal_compact_due,
-    .compact = wal_compact,
+    .compact_begin = wal_compact_begin,
+    .compact_finish = wal_compact_finish,
     .close = wal_close,
     .free = wal_free,
     .last_error = wal_last_error,
@@ -1530,8 +1569,16 @@ int wal_open(uv_loop_t *loop, const struct wal_config *cfg, struct store **out, 
         rc = DTX_EIO;
         goto fail;
     }
+    if (uv_cond_init(&w->snap_cv) != 0) {
+        uv_cond_destroy(&w->cv);
+        uv_mutex_destroy(&w->mu);
+        snprintf(msg, sizeof msg, "log: cannot create a condition variable");
+        rc = DTX_EIO;
+        goto fail;
+    }
     w->async = xmalloc(sizeof *w->async);
     if (uv_async_init(loop, w->async, on_async) != 0) {
+        uv_cond_destroy(&w->snap_cv);
         uv_cond_destroy(&w->cv);
         uv_mutex_destroy(&w->mu);
         free(w->async);

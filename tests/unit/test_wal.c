@@ -830,6 +830,49 @@ static void expect_snap_then_b(struct recs *r, int nsnap)
     }
 }
 
+/* The two-step compaction: the snapshot arrives after records appended past
+ * the cut (they stay, after it); an abandoned one or one still waiting when
+ * the log closes changes nothing. */
+static void test_compaction_two_step(void **state)
+{
+    struct fix *f = *state;
+    struct recs r = {0};
+    struct store *s = log_with_history(f, 30);
+    char rec[32];
+    int done = 0;
+    assert_int_equal(store_compact_begin(s, 2), 0);
+    assert_int_equal(store_compact_due(s), 0);
+    assert_int_equal(store_compact_begin(s, 1), DTX_EAGAIN);
+    for (int i = 0; i < 5; i++) {
+        int len = sprintf(rec, "b %d", i);
+        assert_int_equal(store_append(s, rec, (size_t)len, count_done, &done), 0);
+    }
+    while (done < 5) /* durable while the compaction waits for its snapshot */
+        uv_run(&f->loop, UV_RUN_ONCE);
+    char *blob;
+    size_t *lens;
+    make_snap(2, &blob, &lens);
+    assert_int_equal(store_compact_finish(s, blob, lens), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    make_snap(1, &blob, &lens);
+    assert_int_equal(store_compact_finish(s, blob, lens), DTX_ESTATE); /* none waits */
+    close_log(f, s);
+    assert_int_equal(reopen(f, &s, &r, 700), 0);
+    expect_snap_then_b(&r, 2);
+    recs_free(&r);
+
+    /* abandoned: the old records stay as they are */
+    assert_int_equal(store_compact_begin(s, 1), 0);
+    assert_int_equal(store_compact_finish(s, NULL, NULL), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(store_compact_begin(s, 1), 0); /* and then closed while it waits */
+    close_log(f, s);
+    assert_int_equal(reopen(f, &s, &r, 700), 0);
+    expect_snap_then_b(&r, 2);
+    recs_free(&r);
+    close_log(f, s);
+}
+
 /* Compaction replaces the old segments by the snapshot; later records stay. */
 static void test_compaction(void **state)
 {
@@ -1063,6 +1106,7 @@ int main(void)
         T(test_close_in_callback),
         T(test_rotation),
         T(test_compaction),
+        T(test_compaction_two_step),
         T(test_compaction_crash_before_delete),
         T(test_compaction_abandoned),
         T(test_tmp_leftover),
