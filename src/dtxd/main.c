@@ -60,8 +60,9 @@ static const struct opt_def opt_defs[] = {
      "directory of the embedded log (default ./dtx-data)"},
     {"log-level", "DTX_LOG_LEVEL", OPT_STR, OFF(log_level), 0, 0,
      "debug, info, warn or error (default info)"},
-    {"max-body", "DTX_MAX_BODY", OPT_U64, OFF(max_body), 1024, 64u << 20,
-     "largest request body in bytes; larger is answered 413 (default 1048576)"},
+    {"max-body", "DTX_MAX_BODY", OPT_U64, OFF(max_body), 1024, 16u << 20,
+     "largest request body in bytes, at most 16 MiB (so every log record stays under the "
+     "log's 64 MiB record limit); larger is answered 413 (default 1048576)"},
     {"max-steps", "DTX_MAX_STEPS", OPT_U64, OFF(max_steps), 1, 10000,
      "most steps in one transaction (default 100)"},
     {"max-wait-ms", "DTX_MAX_WAIT_MS", OPT_U64, OFF(max_wait_ms), 1, 3600000,
