@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS="build-essential pkg-config clang-format libuv1-dev libmicrohttpd-dev
+PKGS="build-essential pkg-config libuv1-dev libmicrohttpd-dev
       libcurl4-openssl-dev libjansson-dev zlib1g-dev curl python3"
 missing=""
 for p in $PKGS; do
