@@ -60,6 +60,8 @@ struct engine {
     struct call_ctx *calls;        /* outstanding participant calls */
     struct compaction *compaction; /* running, or NULL */
     int free_pending;              /* engine_free waits for the compaction */
+    unsigned char rnd_pool[4096];  /* kernel randomness for generated gids */
+    size_t rnd_pos;                /* next unused byte; sizeof rnd_pool = empty */
     struct engine_stats stats;
 };
 
@@ -449,16 +451,27 @@ static void on_created(struct engine *e, struct txn *t)
         modes[t->type]->advance(e, t);
 }
 
-static void gen_gid(char out[33])
+/* A new gid: 128 random bits in hex. The randomness comes from the kernel in
+ * 4 KiB draws (one getrandom per 256 gids, not one per transaction). */
+static void gen_gid(struct engine *e, char out[33])
 {
-    unsigned char r[16];
-    if (rnd_secure(r, sizeof r) != 0) {
-        uint64_t a = rnd_next(), b = rnd_next();
-        memcpy(r, &a, 8);
-        memcpy(r + 8, &b, 8);
+    static const char hex[] = "0123456789abcdef";
+    if (e->rnd_pos + 16 > sizeof e->rnd_pool) {
+        if (rnd_secure(e->rnd_pool, sizeof e->rnd_pool) != 0) {
+            for (size_t i = 0; i + 8 <= sizeof e->rnd_pool; i += 8) {
+                uint64_t v = rnd_next();
+                memcpy(e->rnd_pool + i, &v, 8);
+            }
+        }
+        e->rnd_pos = 0;
     }
-    for (int i = 0; i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", r[i]);
+    const unsigned char *r = e->rnd_pool + e->rnd_pos;
+    e->rnd_pos += 16;
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = hex[r[i] >> 4];
+        out[2 * i + 1] = hex[r[i] & 15];
+    }
+    out[32] = '\0';
 }
 
 int engine_create(struct engine *e, struct txn_spec *spec, engine_reply_fn fn, void *arg)
@@ -470,7 +483,7 @@ int engine_create(struct engine *e, struct txn_spec *spec, engine_reply_fn fn, v
     char genbuf[33];
     const char *gid = spec->gid;
     if (gid == NULL) {
-        gen_gid(genbuf);
+        gen_gid(e, genbuf);
         gid = genbuf;
     }
     struct txn *t = hmap_get(&e->by_gid, gid);
@@ -789,6 +802,7 @@ struct engine *engine_new(uv_loop_t *loop, struct store *store, struct transport
     e->router = router;
     e->cfg = *cfg;
     e->next_seq = 1;
+    e->rnd_pos = sizeof e->rnd_pool;
     hmap_init(&e->by_gid);
     sched_init(&e->sched);
     buf_init(&e->scratch, SIZE_MAX / 2);
