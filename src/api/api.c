@@ -152,6 +152,12 @@ static void render_txn(struct buf *b, const struct txn *t)
         put_str(b, br->compensate);
         buf_puts(b, ",\"payload\":");
         buf_append(b, br->payload, br->payload_len);
+        if (t->concurrent) {
+            buf_puts(b, ",\"after\":[");
+            for (uint32_t k = 0; k < br->nafter; k++)
+                buf_printf(b, "%s%u", k ? "," : "", br->after[k] + 1);
+            buf_puts(b, "]");
+        }
         buf_printf(b, ",\"action_attempts\":%u,\"compensate_attempts\":%u,\"last_error\":",
                    br->action_attempts, br->compensate_attempts);
         if (br->last_error)

@@ -43,7 +43,7 @@
 static const char *const top_keys[] = {
     "gid",        "type", "steps",           "retry", "request_timeout_ms",
     "timeout_ms", "wait", "wait_timeout_ms", NULL};
-static const char *const step_keys[] = {"action", "compensate", "payload", NULL};
+static const char *const step_keys[] = {"action", "compensate", "payload", "after", NULL};
 static const char *const retry_keys[] = {"initial_interval_ms", "max_interval_ms", "limit", NULL};
 
 /* Cut s (NUL-terminated, valid UTF-8 except perhaps for a truncated last
@@ -233,8 +233,101 @@ static int get_url(json_t *step, const char *key, const char *path, const struct
 
 /* Fill st from steps[i] (v). Returns 0 or DTX_EINVAL; on error st may be
  * partly filled (txn_spec_free frees it). */
-static int parse_step(json_t *v, size_t i, const struct req_limits *lim, struct step_spec *st,
-                      struct req_error *err)
+/* steps[i].after: distinct numbers (1..n) of other steps, kept 0-based. */
+static int parse_after(json_t *after, size_t i, size_t n, const char *path, struct step_spec *st,
+                       struct req_error *err)
+{
+    char field[64];
+    snprintf(field, sizeof field, "%s.after", path);
+    if (!json_is_array(after))
+        return fail(err, REQ_ERR_WRONG_TYPE, field, "%s must be an array of step numbers", field);
+    size_t na = json_array_size(after);
+    st->after = xmalloc((na ? na : 1) * sizeof *st->after);
+    for (size_t j = 0; j < na; j++) {
+        json_t *e = json_array_get(after, j);
+        snprintf(field, sizeof field, "%s.after[%zu]", path, j);
+        if (!json_is_integer(e))
+            return fail(err, REQ_ERR_WRONG_TYPE, field, "%s must be an integer (a step number)",
+                        field);
+        json_int_t v = json_integer_value(e);
+        if (v < 1 || (size_t)v > n || (size_t)v == i + 1)
+            return fail(err, REQ_ERR_INVALID_VALUE, field,
+                        "%s must be the number (1 to %zu) of another step", field, n);
+        for (size_t k = 0; k < j; k++)
+            if (st->after[k] == (uint32_t)(v - 1))
+                return fail(err, REQ_ERR_INVALID_VALUE, field, "%s names step %lld twice", field,
+                            (long long)v);
+        st->after[st->nafter++] = (uint32_t)(v - 1);
+    }
+    return 0;
+}
+
+/*
+ * Reject a dependency cycle among the steps' `after` lists: a depth-first
+ * walk (iterative, so a long chain cannot overflow the stack) from each step
+ * in order; the first cycle found is reported on its lowest step.
+ */
+static int check_cycles(const struct txn_spec *spec, struct req_error *err)
+{
+    uint32_t n = spec->nsteps;
+    unsigned char *color = xcalloc(n, 1); /* 0 new, 1 on the path, 2 done */
+    uint32_t *node = xmalloc(n * sizeof *node);
+    uint32_t *edge = xmalloc(n * sizeof *edge);
+    int rc = 0;
+    for (uint32_t s = 0; s < n && rc == 0; s++) {
+        if (color[s])
+            continue;
+        size_t top = 0;
+        node[0] = s;
+        edge[0] = 0;
+        color[s] = 1;
+        while (top != SIZE_MAX && rc == 0) {
+            const struct step_spec *st = &spec->steps[node[top]];
+            if (edge[top] == st->nafter) {
+                color[node[top]] = 2;
+                top = top == 0 ? SIZE_MAX : top - 1;
+                continue;
+            }
+            uint32_t next = st->after[edge[top]++];
+            if (color[next] == 2)
+                continue;
+            if (color[next] == 0) {
+                color[next] = 1;
+                top++;
+                node[top] = next;
+                edge[top] = 0;
+                continue;
+            }
+            /* next is on the path: the cycle is node[k..top] where node[k] == next */
+            size_t k = top;
+            while (node[k] != next)
+                k--;
+            uint32_t low = next;
+            char desc[160];
+            size_t used = 0;
+            for (size_t m = k; m <= top; m++) {
+                if (node[m] < low)
+                    low = node[m];
+                if (used < sizeof desc - 16)
+                    used +=
+                        (size_t)snprintf(desc + used, sizeof desc - used, "%u after ", node[m] + 1);
+            }
+            snprintf(desc + (used < sizeof desc - 16 ? used : sizeof desc - 16), 16, "%u",
+                     next + 1);
+            char field[48];
+            snprintf(field, sizeof field, "steps[%u].after", low);
+            rc = fail(err, REQ_ERR_DEPENDENCY_CYCLE, field,
+                      "%s: the steps wait for each other in a cycle (step %s)", field, desc);
+        }
+    }
+    free(color);
+    free(node);
+    free(edge);
+    return rc;
+}
+
+static int parse_step(json_t *v, size_t i, size_t n, const struct req_limits *lim,
+                      struct step_spec *st, struct req_error *err)
 {
     char path[32];
     char prefix[40];
@@ -247,6 +340,9 @@ static int parse_step(json_t *v, size_t i, const struct req_limits *lim, struct 
     if (get_url(v, "action", path, lim, &st->action, err) != 0)
         return DTX_EINVAL;
     if (get_url(v, "compensate", path, lim, &st->compensate, err) != 0)
+        return DTX_EINVAL;
+    json_t *after = json_object_get(v, "after");
+    if (after != NULL && parse_after(after, i, n, path, st, err) != 0)
         return DTX_EINVAL;
     json_t *payload = json_object_get(v, "payload");
     if (payload == NULL) {
@@ -282,9 +378,15 @@ static int parse_steps(json_t *root, const struct req_limits *lim, struct txn_sp
                     "steps has %zu steps, more than the maximum of %u", n, lim->max_steps);
     spec->steps = xcalloc(n, sizeof *spec->steps);
     spec->nsteps = (uint32_t)n;
-    for (size_t i = 0; i < n; i++)
-        if (parse_step(json_array_get(steps, i), i, lim, &spec->steps[i], err) != 0)
+    for (size_t i = 0; i < n; i++) {
+        json_t *step = json_array_get(steps, i);
+        if (parse_step(step, i, n, lim, &spec->steps[i], err) != 0)
             return DTX_EINVAL;
+        if (json_is_object(step) && json_object_get(step, "after") != NULL)
+            spec->concurrent = 1;
+    }
+    if (spec->concurrent && check_cycles(spec, err) != 0)
+        return DTX_EINVAL;
     return 0;
 }
 

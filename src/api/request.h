@@ -15,14 +15,15 @@
 #include "engine/txn.h"
 
 /* Stable error codes of the API (docs/API.md lists them). */
-#define REQ_ERR_INVALID_JSON   "invalid_json"
-#define REQ_ERR_MISSING_FIELD  "missing_field"
-#define REQ_ERR_WRONG_TYPE     "wrong_type"
-#define REQ_ERR_INVALID_VALUE  "invalid_value"
-#define REQ_ERR_INVALID_TYPE   "invalid_type"
-#define REQ_ERR_INVALID_URL    "invalid_url"
-#define REQ_ERR_UNKNOWN_FIELD  "unknown_field"
-#define REQ_ERR_TOO_MANY_STEPS "too_many_steps"
+#define REQ_ERR_INVALID_JSON     "invalid_json"
+#define REQ_ERR_MISSING_FIELD    "missing_field"
+#define REQ_ERR_WRONG_TYPE       "wrong_type"
+#define REQ_ERR_INVALID_VALUE    "invalid_value"
+#define REQ_ERR_INVALID_TYPE     "invalid_type"
+#define REQ_ERR_INVALID_URL      "invalid_url"
+#define REQ_ERR_UNKNOWN_FIELD    "unknown_field"
+#define REQ_ERR_TOO_MANY_STEPS   "too_many_steps"
+#define REQ_ERR_DEPENDENCY_CYCLE "dependency_cycle"
 
 struct req_error {
     const char *code; /* one of REQ_ERR_* (static) */

@@ -21,6 +21,7 @@ void record_encode_txn(struct buf *b, const struct txn *t)
     enc_u8(b, (uint8_t)t->type);
     enc_u8(b, (uint8_t)t->state);
     enc_u8(b, (uint8_t)(t->needs_attention != 0));
+    enc_u8(b, (uint8_t)(t->concurrent ? 1 : 0));
     enc_u64(b, (uint64_t)t->created_at);
     enc_u64(b, (uint64_t)t->updated_at);
     enc_u64(b, (uint64_t)t->finished_at);
@@ -40,6 +41,9 @@ void record_encode_txn(struct buf *b, const struct txn *t)
         enc_u32(b, br->compensate_attempts);
         enc_cstr(b, br->last_error);
         enc_u64(b, (uint64_t)br->updated_at);
+        enc_u32(b, br->nafter);
+        for (uint32_t k = 0; k < br->nafter; k++)
+            enc_u32(b, br->after[k]);
     }
 }
 
@@ -72,6 +76,8 @@ static int decode_txn(struct dec *d, struct record *out)
     uint8_t type = dec_u8(d);
     uint8_t state = dec_u8(d);
     t->needs_attention = dec_u8(d) != 0;
+    uint8_t flags = dec_u8(d);
+    t->concurrent = (flags & 1) != 0;
     t->created_at = (int64_t)dec_u64(d);
     t->updated_at = (int64_t)dec_u64(d);
     t->finished_at = (int64_t)dec_u64(d);
@@ -83,7 +89,7 @@ static int decode_txn(struct dec *d, struct record *out)
     uint32_t n = dec_u32(d);
     t->durable = 1;
     if (d->err || t->gid == NULL || type >= TXN_TYPE_COUNT || state >= TXN_STATE_COUNT ||
-        n > MAX_BRANCHES)
+        n > MAX_BRANCHES || (flags & ~1u))
         return DTX_ECORRUPT;
     t->type = (enum txn_type)type;
     t->state = (enum txn_state)state;
@@ -101,6 +107,18 @@ static int decode_txn(struct dec *d, struct record *out)
         b->compensate_attempts = dec_u32(d);
         b->last_error = dec_str(d, NULL);
         b->updated_at = (int64_t)dec_u64(d);
+        uint32_t na = dec_u32(d);
+        if (d->err || na >= n)
+            return DTX_ECORRUPT;
+        if (na) {
+            b->after = xmalloc(na * sizeof *b->after);
+            b->nafter = na;
+            for (uint32_t k = 0; k < na; k++) {
+                b->after[k] = dec_u32(d);
+                if (b->after[k] >= n || b->after[k] == i)
+                    return DTX_ECORRUPT;
+            }
+        }
         if (d->err || bs >= BR_STATE_COUNT || b->action == NULL || b->compensate == NULL ||
             b->payload == NULL)
             return DTX_ECORRUPT;

@@ -8,12 +8,12 @@
  *   starts to abort (so the set of started branches is on disk before any
  *   compensation is sent) and for every transaction in a compaction snapshot.
  *     str gid | u64 seq | u8 type | u8 state | u8 needs_attention
- *     | i64 created_at | i64 updated_at | i64 finished_at        (wall ms)
- *     | u32 retry.initial_ms | u32 retry.max_ms | u32 retry.limit
- *     | u32 request_timeout_ms | u64 timeout_ms | u32 nbranches
- *     | nbranches x ( str action | str compensate | str payload | u8 state
+ *     | u8 flags (bit 0: concurrent saga) | i64 created_at | i64 updated_at | i64 finished_at (wall
+ * ms) | u32 retry.initial_ms | u32 retry.max_ms | u32 retry.limit | u32 request_timeout_ms | u64
+ * timeout_ms | u32 nbranches | nbranches x ( str action | str compensate | str payload | u8 state
  *                     | u32 action_attempts | u32 compensate_attempts
- *                     | str last_error (nullable) | i64 updated_at )
+ *                     | str last_error (nullable) | i64 updated_at
+ *                     | u32 nafter | nafter x u32 step index (0-based) )
  *
  *   REC_UPDATE (2): a state change of one transaction and at most one branch.
  *     str gid | u8 state | u8 needs_attention | i64 updated_at | i64 finished_at
@@ -21,7 +21,9 @@
  *     [ u8 state | u32 action_attempts | u32 compensate_attempts
  *       | str last_error (nullable) | i64 updated_at ]   (when a branch is named)
  *
- * A str is u32 length + bytes (0xFFFFFFFF = null). Updates carry absolute
+ * A str is u32 length + bytes (0xFFFFFFFF = null). This is the first
+ * released layout; a later change to a kind's layout gets a new kind number,
+ * and the decoder keeps reading the old one, so existing logs stay readable. Updates carry absolute
  * values, never deltas, so replaying one twice (after a compaction snapshot
  * that already includes it) is harmless. The framing around each record
  * (length, CRC, sequence, salt) is the store's business: see store/wal.c.

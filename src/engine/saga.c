@@ -1,7 +1,11 @@
 /*
- * saga.c - the saga driver: run each step's action in order; when one fails
- * (refused with 409, retries exhausted, or the transaction's timeout), run the
- * compensation of every step that started, newest first.
+ * saga.c - the saga driver: run each step's action once the steps it waits
+ * for have succeeded (in a sequential saga, the previous one; in a concurrent
+ * saga, those in its `after` list, so independent steps run in parallel).
+ * When one fails (refused with 409, retries exhausted, or the transaction's
+ * timeout), compensate every step that started, in reverse dependency order:
+ * a step is compensated once every started step that waits for it has been.
+ * For a sequential saga that is newest first, one at a time.
  *
  * The driver is a function of the states alone (saga_advance), so it is the
  * same code after creation, after an answer, after a retry timer and after a
@@ -16,7 +20,9 @@
  * again: participants are idempotent on Idempotency-Key (DESIGN §2).
  */
 #include <stdio.h>
+#include <stdlib.h>
 
+#include "common/alloc.h"
 #include "common/rnd.h"
 #include "common/slog.h"
 #include "engine/backoff.h"
@@ -64,19 +70,24 @@ static int idle(const struct branch *b)
 
 static void forward(struct engine *e, struct txn *t)
 {
+    int done = 1;
     for (uint32_t i = 0; i < t->nbranches; i++) {
         struct branch *b = &t->branches[i];
         switch (b->state) {
         case BR_SUCCEEDED:
             continue;
         case BR_PENDING:
-            branch_set_state(b, BR_RUNNING, engine_now_wall(), "start");
-            send_action(e, b);
-            return;
+            done = 0;
+            if (txn_ready(t, i)) {
+                branch_set_state(b, BR_RUNNING, engine_now_wall(), "start");
+                send_action(e, b);
+            }
+            continue;
         case BR_RUNNING:
+            done = 0;
             if (idle(b))
                 send_action(e, b); /* resumed after a restart */
-            return;
+            continue;
         default:
             /* failed/compensating steps mean the saga is aborting */
             slog_error("saga step in a backward state while going forward", "gid=%s branch=%u",
@@ -84,17 +95,41 @@ static void forward(struct engine *e, struct txn *t)
             return;
         }
     }
+    if (!done)
+        return;
     /* every step succeeded but the final state was not logged: log it now */
     if (txn_set_state(t, TXN_SUCCEEDED, engine_now_wall(), "all steps succeeded") == 0)
         engine_log_update(e, t, NULL, after_log);
 }
 
-/* Whether any branch below `below` still needs compensating. */
-static int more_to_compensate(const struct txn *t, uint32_t below)
+static int all_succeeded(const struct txn *t)
 {
-    for (uint32_t i = 0; i < below; i++) {
-        enum branch_state s = t->branches[i].state;
-        if (s != BR_PENDING && s != BR_COMPENSATED)
+    for (uint32_t i = 0; i < t->nbranches; i++)
+        if (t->branches[i].state != BR_SUCCEEDED)
+            return 0;
+    return 1;
+}
+
+/* A started step not compensated yet (it is, or will be, compensated). */
+static int outstanding(enum branch_state s)
+{
+    return s != BR_PENDING && s != BR_COMPENSATED;
+}
+
+static int any_to_compensate(const struct txn *t)
+{
+    for (uint32_t i = 0; i < t->nbranches; i++)
+        if (outstanding(t->branches[i].state))
+            return 1;
+    return 0;
+}
+
+/* Whether a compensation other than b's has exhausted its retries. */
+static int other_stuck(const struct txn *t, const struct branch *b)
+{
+    for (uint32_t i = 0; i < t->nbranches; i++) {
+        const struct branch *o = &t->branches[i];
+        if (o != b && o->state == BR_COMPENSATING && o->transient > t->retry.limit)
             return 1;
     }
     return 0;
@@ -102,8 +137,21 @@ static int more_to_compensate(const struct txn *t, uint32_t below)
 
 static void backward(struct engine *e, struct txn *t)
 {
-    for (uint32_t n = t->nbranches; n > 0; n--) {
-        struct branch *b = &t->branches[n - 1];
+    uint32_t n = t->nbranches;
+    /* blocked[i]: a started step that waits for i is not compensated yet */
+    unsigned char *blocked = xcalloc(n, 1);
+    for (uint32_t j = 0; j < n; j++) {
+        const struct branch *d = &t->branches[j];
+        if (!outstanding(d->state))
+            continue;
+        if (!t->concurrent && j > 0)
+            blocked[j - 1] = 1;
+        for (uint32_t k = 0; t->concurrent && k < d->nafter; k++)
+            blocked[d->after[k]] = 1;
+    }
+    int remaining = 0;
+    for (uint32_t k = n; k > 0; k--) {
+        struct branch *b = &t->branches[k - 1];
         switch (b->state) {
         case BR_PENDING:
         case BR_COMPENSATED:
@@ -111,20 +159,25 @@ static void backward(struct engine *e, struct txn *t)
         case BR_RUNNING:
         case BR_SUCCEEDED:
         case BR_FAILED:
-            if (b->in_flight)
-                return; /* its action answers first; then we compensate it */
+            remaining = 1;
+            if (b->in_flight || blocked[k - 1])
+                continue; /* its action answers first / its dependents go first */
             engine_retry_cancel(e, b);
             branch_set_state(b, BR_COMPENSATING, engine_now_wall(), "rollback");
             send_compensate(e, b);
-            return;
+            continue;
         case BR_COMPENSATING:
+            remaining = 1;
             if (idle(b))
                 send_compensate(e, b);
-            return;
+            continue;
         default:
-            return;
+            continue;
         }
     }
+    free(blocked);
+    if (remaining)
+        return;
     t->needs_attention = 0;
     if (txn_set_state(t, TXN_FAILED, engine_now_wall(), "all started steps compensated") == 0)
         engine_log_update(e, t, NULL, after_log);
@@ -163,7 +216,7 @@ static void on_action(struct engine *e, struct branch *b, const struct call_resu
     switch (res->outcome) {
     case CALL_SUCCESS:
         branch_set_state(b, BR_SUCCEEDED, now, "action succeeded");
-        if (b->idx + 1 == t->nbranches)
+        if (all_succeeded(t))
             txn_set_state(t, TXN_SUCCEEDED, now, "last step succeeded");
         engine_log_update(e, t, b, after_log);
         return;
@@ -200,8 +253,8 @@ static void on_compensate(struct engine *e, struct branch *b, const struct call_
     switch (res->outcome) {
     case CALL_SUCCESS:
         branch_set_state(b, BR_COMPENSATED, now, "compensation succeeded");
-        t->needs_attention = 0;
-        if (!more_to_compensate(t, b->idx))
+        t->needs_attention = other_stuck(t, b);
+        if (!any_to_compensate(t))
             txn_set_state(t, TXN_FAILED, now, "all started steps compensated");
         engine_log_update(e, t, b, after_log);
         return;

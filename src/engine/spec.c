@@ -16,6 +16,7 @@ void txn_spec_free(struct txn_spec *spec)
             free(spec->steps[i].action);
             free(spec->steps[i].compensate);
             free(spec->steps[i].payload);
+            free(spec->steps[i].after);
         }
         free(spec->steps);
     }

@@ -153,6 +153,7 @@ struct txn *txn_new_from_spec(const struct txn_spec *spec, const char *gid, uint
     t->seq = seq;
     t->type = spec->type;
     t->state = TXN_SUBMITTED;
+    t->concurrent = spec->concurrent;
     t->created_at = t->updated_at = now_wall;
     t->retry = spec->retry;
     t->request_timeout_ms = spec->request_timeout_ms;
@@ -168,6 +169,12 @@ struct txn *txn_new_from_spec(const struct txn_spec *spec, const char *gid, uint
         b->compensate = xstrdup(s->compensate);
         b->payload = xmemdup(s->payload, s->payload_len);
         b->payload_len = s->payload_len;
+        b->nafter = s->nafter;
+        b->after = NULL;
+        if (s->nafter) {
+            b->after = xmalloc(s->nafter * sizeof *b->after);
+            memcpy(b->after, s->after, s->nafter * sizeof *b->after);
+        }
         b->state = BR_PENDING;
         b->updated_at = now_wall;
     }
@@ -184,6 +191,7 @@ void txn_free(struct txn *t)
         free(b->compensate);
         free(b->payload);
         free(b->last_error);
+        free(b->after);
     }
     free(t->branches);
     free(t->gid);
@@ -197,9 +205,25 @@ static int str_eq(const char *a, const char *b)
     return strcmp(a, b) == 0;
 }
 
+/* Whether two `after` lists (each without repeats) name the same steps:
+ * their order means nothing. */
+static int same_set(const uint32_t *a, uint32_t na, const uint32_t *b, uint32_t nb)
+{
+    if (na != nb)
+        return 0;
+    for (uint32_t i = 0; i < na; i++) {
+        uint32_t k = 0;
+        while (k < nb && b[k] != a[i])
+            k++;
+        if (k == nb)
+            return 0;
+    }
+    return 1;
+}
+
 int txn_matches_spec(const struct txn *t, const struct txn_spec *spec)
 {
-    if (t->type != spec->type || t->nbranches != spec->nsteps)
+    if (t->type != spec->type || t->nbranches != spec->nsteps || t->concurrent != spec->concurrent)
         return 0;
     if (t->retry.initial_ms != spec->retry.initial_ms || t->retry.max_ms != spec->retry.max_ms ||
         t->retry.limit != spec->retry.limit)
@@ -213,6 +237,19 @@ int txn_matches_spec(const struct txn *t, const struct txn_spec *spec)
             return 0;
         if (b->payload_len != s->payload_len || memcmp(b->payload, s->payload, s->payload_len))
             return 0;
+        if (!same_set(b->after, b->nafter, s->after, s->nafter))
+            return 0;
     }
+    return 1;
+}
+
+int txn_ready(const struct txn *t, uint32_t i)
+{
+    if (!t->concurrent)
+        return i == 0 || t->branches[i - 1].state == BR_SUCCEEDED;
+    const struct branch *b = &t->branches[i];
+    for (uint32_t k = 0; k < b->nafter; k++)
+        if (t->branches[b->after[k]].state != BR_SUCCEEDED)
+            return 0;
     return 1;
 }

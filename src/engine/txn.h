@@ -67,6 +67,8 @@ struct step_spec {
     char *compensate;
     char *payload; /* compact JSON text sent as the request body */
     size_t payload_len;
+    uint32_t *after; /* 0-based indices of the steps it waits for (owned), or NULL */
+    uint32_t nafter;
 };
 
 /* A validated request to create a transaction (see api/request.h). */
@@ -75,6 +77,7 @@ struct txn_spec {
     enum txn_type type;
     struct step_spec *steps;
     uint32_t nsteps;
+    int concurrent; /* some step declared `after`: steps form a DAG, not a sequence */
     struct retry_policy retry;
     uint32_t request_timeout_ms;
     uint64_t timeout_ms; /* 0 = no deadline */
@@ -93,6 +96,8 @@ struct branch {
     char *compensate;
     char *payload;
     size_t payload_len;
+    uint32_t *after; /* concurrent sagas: 0-based indices it waits for (owned) */
+    uint32_t nafter;
     enum branch_state state;
     uint32_t action_attempts;     /* forward calls made */
     uint32_t compensate_attempts; /* undo calls made */
@@ -110,6 +115,7 @@ struct txn {
     uint64_t seq; /* creation order, stable across restarts; list cursors use it */
     enum txn_type type;
     enum txn_state state;
+    int concurrent;      /* branches declare `after` (a DAG); else they run in order */
     int needs_attention; /* a must-succeed operation exhausted its retry limit */
     int durable;         /* its creation record is on disk */
     int64_t created_at, updated_at, finished_at; /* wall ms; finished_at 0 if not */
@@ -155,5 +161,11 @@ struct txn *txn_new_from_spec(const struct txn_spec *spec, const char *gid, uint
 void txn_free(struct txn *t);
 /* Whether spec describes the same transaction as t (idempotent re-create). */
 int txn_matches_spec(const struct txn *t, const struct txn_spec *spec);
+
+/*
+ * Whether every step branch i waits for has succeeded: in a sequential saga
+ * step i waits for step i-1; in a concurrent one for its `after` list.
+ */
+int txn_ready(const struct txn *t, uint32_t i);
 
 #endif

@@ -15,11 +15,13 @@
 static struct txn *sample(void)
 {
     struct txn_spec s = {0};
+    static uint32_t after_first[] = {0};
     struct step_spec steps[2] = {
-        {"http://h/a1", "http://h/c1", "{\"x\":1}", 7},
-        {"https://h/a2", "https://h/c2", "[]", 2},
+        {"http://h/a1", "http://h/c1", "{\"x\":1}", 7, NULL, 0},
+        {"https://h/a2", "https://h/c2", "[]", 2, after_first, 1},
     };
     s.type = TXN_SAGA;
+    s.concurrent = 1;
     s.steps = steps;
     s.nsteps = 2;
     s.retry = (struct retry_policy){20, 400, 6};
@@ -71,6 +73,10 @@ static void test_txn_round_trip(void **state)
     assert_null(u->branches[1].last_error);
     assert_int_equal(u->branches[1].state, BR_FAILED);
     assert_ptr_equal(u->branches[1].txn, u);
+    assert_int_equal(u->concurrent, 1);
+    assert_int_equal(u->branches[0].nafter, 0);
+    assert_int_equal(u->branches[1].nafter, 1);
+    assert_int_equal(u->branches[1].after[0], 0);
     record_clear(&r);
     buf_free(&b);
     txn_free(t);

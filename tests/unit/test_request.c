@@ -379,6 +379,61 @@ static void test_too_many_steps(void **state)
             &l);
 }
 
+/* Steps with `after` make a concurrent saga; references and cycles are checked. */
+#define ASTEP(after) "{\"action\":\"http://a/x\",\"compensate\":\"http://a/y\",\"after\":" after "}"
+static void test_after(void **state)
+{
+    (void)state;
+    struct txn_spec *s = parse_ok(
+        "{\"type\":\"saga\",\"steps\":[" STEP "," ASTEP("[]") "," ASTEP("[1,2]") "]}", &lim);
+    assert_int_equal(s->concurrent, 1);
+    assert_int_equal(s->steps[0].nafter, 0);
+    assert_int_equal(s->steps[1].nafter, 0);
+    assert_int_equal(s->steps[2].nafter, 2);
+    assert_int_equal(s->steps[2].after[0], 0); /* kept 0-based */
+    assert_int_equal(s->steps[2].after[1], 1);
+    txn_spec_free(s);
+    s = parse_ok("{\"type\":\"saga\",\"steps\":[" STEP "," STEP "]}", &lim);
+    assert_int_equal(s->concurrent, 0);
+    txn_spec_free(s);
+
+    ERR("{\"type\":\"saga\",\"steps\":[" STEP "," ASTEP("1") "]}", REQ_ERR_WRONG_TYPE,
+        "steps[1].after");
+    ERR("{\"type\":\"saga\",\"steps\":[" STEP "," ASTEP("[\"1\"]") "]}", REQ_ERR_WRONG_TYPE,
+        "steps[1].after[0]");
+    ERR("{\"type\":\"saga\",\"steps\":[" STEP "," ASTEP("[1.0]") "]}", REQ_ERR_WRONG_TYPE,
+        "steps[1].after[0]");
+    ERR("{\"type\":\"saga\",\"steps\":[" STEP "," ASTEP("[0]") "]}", REQ_ERR_INVALID_VALUE,
+        "steps[1].after[0]");
+    ERR("{\"type\":\"saga\",\"steps\":[" STEP "," ASTEP("[1,3]") "]}", REQ_ERR_INVALID_VALUE,
+        "steps[1].after[1]");
+    ERR("{\"type\":\"saga\",\"steps\":[" STEP "," ASTEP("[2]") "]}", REQ_ERR_INVALID_VALUE,
+        "steps[1].after[0]"); /* itself */
+    ERR("{\"type\":\"saga\",\"steps\":[" STEP "," ASTEP("[1,1]") "]}", REQ_ERR_INVALID_VALUE,
+        "steps[1].after[1]");
+    /* cycles, reported on their lowest step */
+    ERR("{\"type\":\"saga\",\"steps\":[" ASTEP("[2]") "," ASTEP("[1]") "]}",
+        REQ_ERR_DEPENDENCY_CYCLE, "steps[0].after");
+    ERR("{\"type\":\"saga\",\"steps\":[" STEP
+        "," ASTEP("[4]") "," ASTEP("[2]") "," ASTEP("[3]") "]}",
+        REQ_ERR_DEPENDENCY_CYCLE, "steps[1].after");
+    /* a long chain is no cycle and does not overflow anything */
+    char body[40000];
+    size_t used = (size_t)snprintf(body, sizeof body, "{\"type\":\"saga\",\"steps\":[" STEP);
+    for (int i = 2; i <= 100; i++)
+        used += (size_t)snprintf(body + used, sizeof body - used,
+                                 ",{\"action\":\"http://a/x\",\"compensate\":\"http://a/y\","
+                                 "\"after\":[%d]}",
+                                 i - 1);
+    snprintf(body + used, sizeof body - used, "]}");
+    struct req_limits many = lim;
+    many.max_steps = 100;
+    s = parse_ok(body, &many);
+    assert_int_equal(s->nsteps, 100);
+    assert_int_equal(s->steps[99].after[0], 98);
+    txn_spec_free(s);
+}
+
 static void test_unknown_fields(void **state)
 {
     (void)state;
@@ -386,8 +441,8 @@ static void test_unknown_fields(void **state)
     /* reported before the required field it was probably meant to be */
     ERR("{\"type\":\"saga\",\"stpes\":[" STEP "]}", REQ_ERR_UNKNOWN_FIELD, "stpes");
     ERR("{\"type\":\"saga\",\"steps\":[" STEP ",{\"action\":\"http://a/\",\"compensate\":"
-        "\"http://a/\",\"after\":[0]}]}",
-        REQ_ERR_UNKNOWN_FIELD, "steps[1].after");
+        "\"http://a/\",\"afterwards\":[0]}]}",
+        REQ_ERR_UNKNOWN_FIELD, "steps[1].afterwards");
     ERR("{\"type\":\"saga\",\"steps\":[" STEP "],\"retry\":{\"limit\":1,\"initial_ms\":5}}",
         REQ_ERR_UNKNOWN_FIELD, "retry.initial_ms");
     ERR("{\"type\":\"saga\",\"steps\":[" STEP "],\"Wait\":true}", REQ_ERR_UNKNOWN_FIELD, "Wait");
@@ -557,6 +612,7 @@ int main(void)
         cmocka_unit_test(test_url_ok_callback),
         cmocka_unit_test(test_too_many_steps),
         cmocka_unit_test(test_unknown_fields),
+        cmocka_unit_test(test_after),
         cmocka_unit_test(test_wrong_integer_types),
         cmocka_unit_test(test_out_of_range),
         cmocka_unit_test(test_max_below_initial),

@@ -163,14 +163,36 @@ static void test_new_and_matches(void **state)
     txn_free(t);
 }
 
+/* after lists compare as sets: their order means nothing. */
+static void test_matches_after_as_set(void **state)
+{
+    (void)state;
+    struct txn_spec *s = make_spec(3);
+    s->concurrent = 1;
+    s->steps[2].after = xmalloc(2 * sizeof(uint32_t));
+    s->steps[2].after[0] = 0;
+    s->steps[2].after[1] = 1;
+    s->steps[2].nafter = 2;
+    struct txn *t = txn_new_from_spec(s, "g", 1, 1);
+    s->steps[2].after[0] = 1;
+    s->steps[2].after[1] = 0;
+    assert_true(txn_matches_spec(t, s));
+    s->steps[2].nafter = 1;
+    assert_false(txn_matches_spec(t, s));
+    s->steps[2].nafter = 2;
+    s->concurrent = 0;
+    assert_false(txn_matches_spec(t, s));
+    txn_spec_free(s);
+    txn_free(t);
+}
+
 int main(void)
 {
     slog_set_level(SLOG_FATAL); /* the illegal transitions tried here log errors */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_every_txn_transition),
-        cmocka_unit_test(test_every_branch_transition),
-        cmocka_unit_test(test_names_round_trip),
-        cmocka_unit_test(test_new_and_matches),
+        cmocka_unit_test(test_every_txn_transition), cmocka_unit_test(test_every_branch_transition),
+        cmocka_unit_test(test_names_round_trip),     cmocka_unit_test(test_new_and_matches),
+        cmocka_unit_test(test_matches_after_as_set),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
