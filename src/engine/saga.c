@@ -82,18 +82,20 @@ static void forward(struct engine *e, struct txn *t)
                 branch_set_state(b, BR_RUNNING, engine_now_wall(), "start");
                 send_action(e, b);
             }
-            continue;
+            break;
         case BR_RUNNING:
             done = 0;
             if (idle(b))
                 send_action(e, b); /* resumed after a restart */
-            continue;
+            break;
         default:
             /* failed/compensating steps mean the saga is aborting */
             slog_error("saga step in a backward state while going forward", "gid=%s branch=%u",
                        t->gid, i + 1);
             return;
         }
+        if (t->state != TXN_SUBMITTED)
+            return; /* a call failed at once and started the abort */
     }
     if (!done)
         return;
