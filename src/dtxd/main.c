@@ -209,6 +209,12 @@ static int split_listen(const char *s, char *host, size_t hostlen, unsigned shor
     return 0;
 }
 
+/* req_limits.url_ok: a URL is acceptable when a transport serves its scheme. */
+static int router_serves(void *arg, const char *url)
+{
+    return transport_router_knows(arg, url);
+}
+
 struct daemon {
     uv_loop_t *loop;
     struct store *store;
@@ -315,6 +321,8 @@ int main(int argc, char **argv)
                 .default_request_timeout_ms = (uint32_t)o.request_timeout_ms,
                 .default_wait_timeout_ms =
                     (uint32_t)(o.max_wait_ms < 30000 ? o.max_wait_ms : 30000),
+                .url_ok = router_serves,
+                .url_ok_arg = &d.router,
             },
     };
     d.api = api_new(d.engine, &ac);

@@ -62,7 +62,6 @@ struct engine {
     int free_pending;              /* engine_free waits for the compaction */
     unsigned char rnd_pool[4096];  /* kernel randomness for generated gids */
     size_t rnd_pos;                /* next unused byte; sizeof rnd_pool = empty */
-    struct engine_stats stats;
 };
 
 static const struct mode_ops *const modes[TXN_TYPE_COUNT] = {[TXN_SAGA] = &saga_ops};
@@ -410,7 +409,6 @@ void engine_call(struct engine *e, struct branch *b, const char *op, const char 
         e->calls->prev = c;
     e->calls = c;
     b->in_flight = 1;
-    e->stats.calls++;
     int rc = transport_call(e->router, &req, on_call_done, c);
     if (rc != 0) {
         /* validated URLs always have a transport; treat a refusal as transient */
@@ -429,10 +427,6 @@ void engine_call(struct engine *e, struct branch *b, const char *op, const char 
 void engine_finished(struct engine *e, struct txn *t)
 {
     disarm(e, &t->timeout_timer);
-    if (t->state == TXN_SUCCEEDED)
-        e->stats.succeeded++;
-    else
-        e->stats.failed++;
     t->fin_next = NULL;
     if (e->fin_tail)
         e->fin_tail->fin_next = t;
@@ -500,7 +494,6 @@ int engine_create(struct engine *e, struct txn_spec *spec, engine_reply_fn fn, v
     init_timers(t);
     hmap_put(&e->by_gid, t->gid, t);
     idx_insert(e, t);
-    e->stats.created++;
     engine_log_txn(e, t, on_created);
     add_waiter(e, t, spec, fn, arg, ENGINE_REPLY_CREATED);
     arm_timeout(e, t);
@@ -539,16 +532,6 @@ size_t engine_list(struct engine *e, const struct engine_filter *f, uint64_t cur
         out[n++] = t;
     }
     return n;
-}
-
-void engine_stats(const struct engine *e, struct engine_stats *out)
-{
-    *out = e->stats;
-    uint64_t fin = 0;
-    for (const struct txn *t = e->fin_head; t; t = t->fin_next)
-        fin++;
-    out->finished = fin;
-    out->live = e->by_gid.len - fin;
 }
 
 static void expire_finished(struct engine *e);

@@ -24,15 +24,6 @@ struct engine_config {
     uint64_t retention_ms; /* finished transactions stay queryable this long */
 };
 
-struct engine_stats {
-    uint64_t live;      /* transactions not finished */
-    uint64_t finished;  /* finished, still retained */
-    uint64_t created;   /* since start */
-    uint64_t succeeded; /* since start */
-    uint64_t failed;    /* since start */
-    uint64_t calls;     /* participant calls started since start */
-};
-
 /* Flags passed to an engine_reply_fn. */
 #define ENGINE_REPLY_CREATED   1 /* the transaction was created by this request */
 #define ENGINE_REPLY_TIMED_OUT 2 /* wait bound passed (or shutdown) before it finished */
@@ -80,8 +71,6 @@ struct engine_filter {
  */
 size_t engine_list(struct engine *e, const struct engine_filter *f, uint64_t cursor, size_t limit,
                    const struct txn **out /* OUT */, uint64_t *next_cursor /* OUT */);
-
-void engine_stats(const struct engine *e, struct engine_stats *out /* OUT */);
 
 /*
  * Begin shutting down: refuse new transactions, start no new participant

@@ -157,27 +157,14 @@ static int sys_open(const char *path, int flags, mode_t mode)
     return open(path, flags, mode);
 }
 
-const struct wal_sys wal_sys_default = {
-    .open = sys_open,
-    .close = close,
-    .pwrite = pwrite,
-    .fdatasync = fdatasync,
-    .fsync = fsync,
-    .rename = rename,
-    .unlink = unlink,
-    .ftruncate = ftruncate,
-};
-
-struct wal_sys wal_sys = {
-    .open = sys_open,
-    .close = close,
-    .pwrite = pwrite,
-    .fdatasync = fdatasync,
-    .fsync = fsync,
-    .rename = rename,
-    .unlink = unlink,
-    .ftruncate = ftruncate,
-};
+/* The real calls: the default table, and the table in use until a test swaps one. */
+#define WAL_SYS_REAL                                                                               \
+    {                                                                                              \
+        .open = sys_open, .close = close, .pwrite = pwrite, .fdatasync = fdatasync,                \
+        .fsync = fsync, .rename = rename, .unlink = unlink, .ftruncate = ftruncate,                \
+    }
+const struct wal_sys wal_sys_default = WAL_SYS_REAL;
+struct wal_sys wal_sys = WAL_SYS_REAL;
 
 /* ------------------------------------------------------------------------ */
 /* State                                                                     */
