@@ -63,6 +63,22 @@ def wait_until(predicate, timeout=10.0, interval=0.02, what=None):
 _ABSENT = object()
 
 
+def assert_error(r, status, code, field=...):
+    """An error answer: status, JSON {"error": {code, message, field}}; the
+    message names the field when there is one."""
+    assert r.status == status, r
+    assert r.headers.get("content-type", "").startswith("application/json"), r.headers
+    assert isinstance(r.body, dict) and set(r.body) == {"error"}, r
+    err = r.body["error"]
+    assert err.get("code") == code, r
+    assert isinstance(err.get("message"), str) and err["message"], r
+    assert "field" in err, r
+    if field is not ...:
+        assert err["field"] == field, r
+        if field is not None:
+            assert field in err["message"], r
+
+
 def step(p, name, payload=_ABSENT, *, undo=None):
     """A saga step calling participant p: action POST /<name>, compensate
     POST /<name>-undo (or /<undo>)."""

@@ -10,26 +10,10 @@ import urllib.parse
 
 import pytest
 
-from dtxtest import GID_RE, free_port, new_gid, saga, step, wait_until
+from dtxtest import GID_RE, assert_error, free_port, new_gid, saga, step, wait_until
 
 URL_A = "http://127.0.0.1:9/a"
 URL_B = "http://127.0.0.1:9/b"
-
-
-def assert_error(r, status, code, field=...):
-    """An error answer: status, JSON {"error": {code, message, field}}; the
-    message names the field when there is one."""
-    assert r.status == status, r
-    assert r.headers.get("content-type", "").startswith("application/json"), r.headers
-    assert isinstance(r.body, dict) and set(r.body) == {"error"}, r
-    err = r.body["error"]
-    assert err.get("code") == code, r
-    assert isinstance(err.get("message"), str) and err["message"], r
-    assert "field" in err, r
-    if field is not ...:
-        assert err["field"] == field, r
-        if field is not None:
-            assert field in err["message"], r
 
 
 def S(**kw):

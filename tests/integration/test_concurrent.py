@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from dtxtest import new_gid, saga, step
+from dtxtest import assert_error, new_gid, saga, step
 
 URL_A = "http://127.0.0.1:9/a"
 URL_B = "http://127.0.0.1:9/b"
@@ -49,22 +49,6 @@ def assert_not_called(p, *paths, during=0.3):
 
 def statuses(t):
     return [b["status"] for b in t["branches"]]
-
-
-def assert_error(r, status, code, field=...):
-    """An error answer: status, JSON {"error": {code, message, field}}; the
-    message names the field when there is one (as in test_api.py)."""
-    assert r.status == status, r
-    assert r.headers.get("content-type", "").startswith("application/json"), r.headers
-    assert isinstance(r.body, dict) and set(r.body) == {"error"}, r
-    err = r.body["error"]
-    assert err.get("code") == code, r
-    assert isinstance(err.get("message"), str) and err["message"], r
-    assert "field" in err, r
-    if field is not ...:
-        assert err["field"] == field, r
-        if field is not None:
-            assert field in err["message"], r
 
 
 # ---------------------------------------------------------------- forward path
