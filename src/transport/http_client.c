@@ -290,6 +290,15 @@ static char *put(char *p, const char *s, size_t n)
     return p + n;
 }
 
+/* One NUL-terminated header line "key" + "value" at p; returns the byte after it. */
+static char *put_line(char *p, const char *key, size_t klen, const char *val, size_t vlen)
+{
+    p = put(p, key, klen);
+    p = put(p, val, vlen);
+    *p++ = '\0';
+    return p;
+}
+
 /*
  * Write the per-call header lines into c->hdr and chain c->lines over them
  * and the static lines. No formatting, one allocation at most (when the
@@ -320,21 +329,13 @@ static void build_headers(struct hc_call *c, const struct call_req *req)
     line[n++] = hdr_user_agent;
 
     line[n++] = p;
-    p = put(p, k_gid, sizeof k_gid - 1);
-    p = put(p, req->gid, lg);
-    *p++ = '\0';
+    p = put_line(p, k_gid, sizeof k_gid - 1, req->gid, lg);
     line[n++] = p;
-    p = put(p, k_branch, sizeof k_branch - 1);
-    p = put(p, req->branch, lb);
-    *p++ = '\0';
+    p = put_line(p, k_branch, sizeof k_branch - 1, req->branch, lb);
     line[n++] = p;
-    p = put(p, k_op, sizeof k_op - 1);
-    p = put(p, req->op, lo);
-    *p++ = '\0';
+    p = put_line(p, k_op, sizeof k_op - 1, req->op, lo);
     line[n++] = p;
-    p = put(p, k_type, sizeof k_type - 1);
-    p = put(p, req->txn_type, lt);
-    *p++ = '\0';
+    p = put_line(p, k_type, sizeof k_type - 1, req->txn_type, lt);
     line[n++] = p;
     p = put(p, k_idem, sizeof k_idem - 1);
     p = put(p, req->gid, lg);
