@@ -135,38 +135,80 @@ static void render_summary(struct buf *b, const struct txn *t)
     buf_printf(b, ",\"branch_count\":%u}", t->nbranches);
 }
 
+/* The names a mode gives its branch URLs and attempt counters (txn.h). */
+struct branch_names {
+    const char *prepare, *forward, *undo; /* NULL: the mode has none */
+};
+
+static const struct branch_names names_of[TXN_TYPE_COUNT] = {
+    [TXN_SAGA] = {NULL, "action", "compensate"},
+    [TXN_TCC] = {NULL, "confirm", "cancel"},
+    [TXN_2PC] = {"prepare", "commit", "rollback"},
+    [TXN_MSG] = {NULL, "action", NULL},
+};
+
+static void put_url(struct buf *b, const char *name, const char *url)
+{
+    if (name == NULL)
+        return;
+    buf_printf(b, ",\"%s\":", name);
+    put_str(b, url);
+}
+
+static void put_attempts(struct buf *b, const char *name, uint32_t n)
+{
+    if (name != NULL)
+        buf_printf(b, ",\"%s_attempts\":%u", name, n);
+}
+
+static void render_branch(struct buf *b, const struct txn *t, const struct branch *br)
+{
+    const struct branch_names *nm = &names_of[t->type];
+    buf_puts(b, "{\"branch\":");
+    put_str(b, br->id);
+    buf_printf(b, ",\"status\":\"%s\"", branch_state_name(br->state));
+    put_url(b, nm->prepare, br->prepare);
+    put_url(b, nm->forward, br->action);
+    put_url(b, nm->undo, br->compensate);
+    buf_puts(b, ",\"payload\":");
+    buf_append(b, br->payload, br->payload_len);
+    if (t->concurrent) {
+        buf_puts(b, ",\"after\":[");
+        for (uint32_t k = 0; k < br->nafter; k++)
+            buf_printf(b, "%s%u", k ? "," : "", br->after[k] + 1);
+        buf_puts(b, "]");
+    }
+    put_attempts(b, nm->prepare, br->prepare_attempts);
+    put_attempts(b, nm->forward, br->action_attempts);
+    put_attempts(b, nm->undo, br->compensate_attempts);
+    buf_puts(b, ",\"last_error\":");
+    if (br->last_error)
+        put_str(b, br->last_error);
+    else
+        buf_puts(b, "null");
+    buf_puts(b, ",\"updated_at\":");
+    put_time(b, br->updated_at);
+    buf_puts(b, "}");
+}
+
 static void render_txn(struct buf *b, const struct txn *t)
 {
     put_summary_fields(b, t);
     buf_printf(b,
                ",\"retry\":{\"initial_interval_ms\":%u,\"max_interval_ms\":%u,\"limit\":%u}"
-               ",\"request_timeout_ms\":%u,\"timeout_ms\":%llu,\"branches\":[",
+               ",\"request_timeout_ms\":%u,\"timeout_ms\":%llu",
                t->retry.initial_ms, t->retry.max_ms, t->retry.limit, t->request_timeout_ms,
                (unsigned long long)t->timeout_ms);
+    if (t->type == TXN_MSG) {
+        buf_puts(b, ",\"check\":");
+        put_str(b, t->check);
+        buf_printf(b, ",\"check_attempts\":%u", t->check_attempts);
+    }
+    buf_puts(b, ",\"branches\":[");
     for (uint32_t i = 0; i < t->nbranches; i++) {
-        const struct branch *br = &t->branches[i];
-        buf_printf(b, "%s{\"branch\":\"%u\",\"status\":\"%s\",\"action\":", i ? "," : "",
-                   br->idx + 1, branch_state_name(br->state));
-        put_str(b, br->action);
-        buf_puts(b, ",\"compensate\":");
-        put_str(b, br->compensate);
-        buf_puts(b, ",\"payload\":");
-        buf_append(b, br->payload, br->payload_len);
-        if (t->concurrent) {
-            buf_puts(b, ",\"after\":[");
-            for (uint32_t k = 0; k < br->nafter; k++)
-                buf_printf(b, "%s%u", k ? "," : "", br->after[k] + 1);
-            buf_puts(b, "]");
-        }
-        buf_printf(b, ",\"action_attempts\":%u,\"compensate_attempts\":%u,\"last_error\":",
-                   br->action_attempts, br->compensate_attempts);
-        if (br->last_error)
-            put_str(b, br->last_error);
-        else
-            buf_puts(b, "null");
-        buf_puts(b, ",\"updated_at\":");
-        put_time(b, br->updated_at);
-        buf_puts(b, "}");
+        if (i)
+            buf_puts(b, ",");
+        render_branch(b, t, &t->branches[i]);
     }
     buf_puts(b, "]}");
 }
@@ -211,7 +253,7 @@ static void handle_create(struct api *a, struct http_req *r)
     rc = engine_create(a->engine, spec, on_created, r);
     if (rc == DTX_ECONFLICT) {
         char msg[256];
-        snprintf(msg, sizeof msg, "transaction %s exists with a different body", gid);
+        snprintf(msg, sizeof msg, "transaction with gid %s exists with a different body", gid);
         respond_error(r, 409, "gid_conflict", "gid", msg);
     } else if (rc == DTX_ECLOSED) {
         respond_error(r, 503, "shutting_down", NULL, "the coordinator is shutting down");
@@ -220,16 +262,149 @@ static void handle_create(struct api *a, struct http_req *r)
     }
 }
 
+static void respond_not_found(struct http_req *r, const char *gid);
+
 static void handle_get(struct api *a, struct http_req *r, const char *gid)
 {
     const struct txn *t = engine_find(a->engine, gid);
     if (t == NULL) {
-        char msg[200];
-        snprintf(msg, sizeof msg, "no transaction %.150s", gid);
-        respond_error(r, 404, "not_found", "gid", msg);
+        respond_not_found(r, gid);
         return;
     }
     respond_txn(r, 200, t);
+}
+
+static void respond_not_found(struct http_req *r, const char *gid)
+{
+    char msg[200];
+    snprintf(msg, sizeof msg, "no transaction with gid %.150s", gid);
+    respond_error(r, 404, "not_found", "gid", msg);
+}
+
+/* 409 invalid_state naming what was asked and the state it met. */
+static void respond_bad_state(struct api *a, struct http_req *r, const char *gid, const char *what)
+{
+    char msg[256];
+    const struct txn *t = engine_find(a->engine, gid);
+    snprintf(msg, sizeof msg, "cannot %s %s transaction %.128s in state %s", what,
+             t ? txn_type_name(t->type) : "a", gid, t ? txn_state_name(t->state) : "unknown");
+    respond_error(r, 409, "invalid_state", NULL, msg);
+}
+
+/* The answer for an engine error other than a state conflict. */
+static void respond_engine_error(struct http_req *r, int rc, const char *gid)
+{
+    if (rc == DTX_ENOTFOUND)
+        respond_not_found(r, gid);
+    else if (rc == DTX_ECLOSED)
+        respond_error(r, 503, "shutting_down", NULL, "the coordinator is shutting down");
+    else
+        respond_error(r, 500, "internal", NULL, dtx_strerror(rc));
+}
+
+struct branch_reply {
+    struct http_req *r;
+    char *id;
+};
+
+static void on_registered(void *arg, const struct txn *t, int flags)
+{
+    struct branch_reply *br = arg;
+    struct buf b;
+    buf_init(&b, SIZE_MAX / 2);
+    buf_puts(&b, "{\"gid\":");
+    put_str(&b, t->gid);
+    buf_puts(&b, ",\"branch\":");
+    put_str(&b, br->id);
+    buf_puts(&b, "}");
+    size_t n;
+    char *text = buf_steal(&b, &n);
+    http_req_respond(br->r, (flags & ENGINE_REPLY_CREATED) ? 201 : 200, "application/json", text,
+                     n);
+    free(br->id);
+    free(br);
+}
+
+static void handle_register(struct api *a, struct http_req *r, const char *gid)
+{
+    const struct txn *t = engine_find(a->engine, gid);
+    if (t == NULL) {
+        respond_not_found(r, gid);
+        return;
+    }
+    if (t->type != TXN_TCC && t->type != TXN_2PC) {
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "transaction %.128s is a %s: only tcc and 2pc transactions register branches", gid,
+                 txn_type_name(t->type));
+        respond_error(r, 409, "invalid_state", NULL, msg);
+        return;
+    }
+    struct step_spec s;
+    struct req_error err;
+    if (request_parse_branch(http_req_body(r), http_req_body_len(r), t->type, &a->cfg.limits, &s,
+                             &err) != 0) {
+        respond_error(r, 400, err.code, err.field, err.message);
+        return;
+    }
+    char want[80];
+    snprintf(want, sizeof want, "%s", s.id ? s.id : "");
+    struct branch_reply *br = xcalloc(1, sizeof *br);
+    br->r = r;
+    int rc = engine_register(a->engine, gid, &s, &br->id, on_registered, br);
+    if (rc == 0)
+        return;
+    free(br);
+    char msg[256];
+    if (rc == DTX_ESTATE) {
+        respond_bad_state(a, r, gid, "register a branch of");
+    } else if (rc == DTX_ECONFLICT) {
+        snprintf(msg, sizeof msg, "branch %s of %.128s exists with a different body", want, gid);
+        respond_error(r, 409, "branch_conflict", "branch", msg);
+    } else if (rc == DTX_ETOOBIG) {
+        snprintf(msg, sizeof msg, "transaction %.128s has the maximum of %u branches", gid,
+                 a->cfg.limits.max_steps);
+        respond_error(r, 409, "too_many_branches", NULL, msg);
+    } else {
+        respond_engine_error(r, rc, gid);
+    }
+}
+
+static void on_controlled(void *arg, const struct txn *t, int flags)
+{
+    respond_txn(arg, (flags & ENGINE_REPLY_TIMED_OUT) ? 202 : 200, t);
+}
+
+typedef int (*control_fn)(struct engine *e, const char *gid, const struct engine_wait *w,
+                          engine_reply_fn fn, void *arg);
+
+/* submit / abort: what names the action in messages. */
+static void handle_control(struct api *a, struct http_req *r, const char *gid, control_fn fn,
+                           const char *what)
+{
+    struct engine_wait w;
+    struct req_error err;
+    if (request_parse_control(http_req_body(r), http_req_body_len(r), &a->cfg.limits, &w.wait,
+                              &w.wait_timeout_ms, &err) != 0) {
+        respond_error(r, 400, err.code, err.field, err.message);
+        return;
+    }
+    int rc = fn(a->engine, gid, &w, on_controlled, r);
+    if (rc == DTX_ESTATE)
+        respond_bad_state(a, r, gid, what);
+    else if (rc != 0)
+        respond_engine_error(r, rc, gid);
+}
+
+static void handle_retry(struct api *a, struct http_req *r, const char *gid)
+{
+    int rc = engine_retry_now(a->engine, gid);
+    if (rc == DTX_ESTATE)
+        respond_bad_state(a, r, gid, "retry");
+    else if (rc != 0)
+        respond_engine_error(r, rc, gid);
+    else
+        respond_txn(r, 200, engine_find(a->engine, gid));
 }
 
 /* Parse a decimal in [lo, hi]. Returns 0 or DTX_EINVAL. */
@@ -259,12 +434,13 @@ static void handle_list(struct api *a, struct http_req *r)
     uint64_t limit = LIST_DEFAULT, cursor = 0;
     if (status && txn_state_parse(status, &f.state) != 0) {
         respond_error(r, 400, "invalid_value", "status",
-                      "status must be one of prepared, submitted, succeeded, aborting, failed");
+                      "status must be one of prepared, submitted, committing, succeeded, "
+                      "aborting, failed");
         return;
     }
     f.by_state = status != NULL;
     if (type && txn_type_parse(type, &f.type) != 0) {
-        respond_error(r, 400, "invalid_value", "type", "type must be saga");
+        respond_error(r, 400, "invalid_value", "type", "type must be one of saga, tcc, 2pc, msg");
         return;
     }
     f.by_type = type != NULL;
@@ -306,6 +482,62 @@ static void method_not_allowed(struct http_req *r, const char *allowed)
     respond_error(r, 405, "method_not_allowed", NULL, msg);
 }
 
+/* /v1/transactions/{gid}[/action]: rest is what follows the prefix's '/'. */
+static void route_txn(struct api *a, struct http_req *r, const char *rest, int get, int post)
+{
+    static const struct {
+        const char *name;
+        control_fn fn;
+    } controls[] = {{"submit", engine_submit}, {"abort", engine_abort}};
+    char gid[160];
+    const char *slash = strchr(rest, '/');
+    size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
+    if (n >= sizeof gid) {
+        respond_error(r, 404, "not_found", NULL, "no such path");
+        return;
+    }
+    memcpy(gid, rest, n);
+    gid[n] = '\0';
+    if (!request_gid_ok(gid)) {
+        respond_error(r, 404, "not_found", NULL, "no such path");
+        return;
+    }
+    if (slash == NULL) {
+        if (get)
+            handle_get(a, r, gid);
+        else
+            method_not_allowed(r, "GET");
+        return;
+    }
+    const char *action = slash + 1;
+    int known = strcmp(action, "branches") == 0 || strcmp(action, "retry") == 0;
+    for (size_t i = 0; i < sizeof controls / sizeof controls[0]; i++)
+        known |= strcmp(action, controls[i].name) == 0;
+    if (!known) {
+        respond_error(r, 404, "not_found", NULL, "no such path");
+        return;
+    }
+    if (!post) {
+        method_not_allowed(r, "POST");
+        return;
+    }
+    if (a->stopping) {
+        respond_error(r, 503, "shutting_down", NULL, "the coordinator is shutting down");
+        return;
+    }
+    if (strcmp(action, "branches") == 0) {
+        handle_register(a, r, gid);
+        return;
+    }
+    if (strcmp(action, "retry") == 0) {
+        handle_retry(a, r, gid);
+        return;
+    }
+    for (size_t i = 0; i < sizeof controls / sizeof controls[0]; i++)
+        if (strcmp(action, controls[i].name) == 0)
+            handle_control(a, r, gid, controls[i].fn, controls[i].name);
+}
+
 void api_handle(void *arg, struct http_req *r)
 {
     struct api *a = arg;
@@ -335,15 +567,7 @@ void api_handle(void *arg, struct http_req *r)
         return;
     }
     if (strncmp(path, prefix, sizeof prefix - 1) == 0 && path[sizeof prefix - 1] == '/') {
-        const char *gid = path + sizeof prefix;
-        if (!request_gid_ok(gid)) {
-            respond_error(r, 404, "not_found", NULL, "no such path");
-            return;
-        }
-        if (get)
-            handle_get(a, r, gid);
-        else
-            method_not_allowed(r, "GET");
+        route_txn(a, r, path + sizeof prefix, get, post);
         return;
     }
     respond_error(r, 404, "not_found", NULL, "no such path");

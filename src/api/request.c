@@ -40,10 +40,18 @@
 #define REQUEST_TIMEOUT_MAX 600000LL      /* 10 minutes */
 #define TXN_TIMEOUT_MAX     31536000000LL /* 365 days */
 
+#define BRANCH_ID_MAX       64
+#define MSG_DEFAULT_TIMEOUT 10000LL /* msg: ask check after 10 s without submit */
+
 static const char *const top_keys[] = {
-    "gid",        "type", "steps",           "retry", "request_timeout_ms",
+    "gid",        "type", "steps",           "check", "retry", "request_timeout_ms",
     "timeout_ms", "wait", "wait_timeout_ms", NULL};
-static const char *const step_keys[] = {"action", "compensate", "payload", "after", NULL};
+static const char *const saga_step_keys[] = {"action", "compensate", "payload", "after", NULL};
+static const char *const msg_step_keys[] = {"action", "payload", NULL};
+static const char *const tcc_branch_keys[] = {"branch", "confirm", "cancel", "payload", NULL};
+static const char *const xa_branch_keys[] = {"branch",   "prepare", "commit",
+                                             "rollback", "payload", NULL};
+static const char *const control_keys[] = {"wait", "wait_timeout_ms", NULL};
 static const char *const retry_keys[] = {"initial_interval_ms", "max_interval_ms", "limit", NULL};
 
 /* Cut s (NUL-terminated, valid UTF-8 except perhaps for a truncated last
@@ -211,12 +219,15 @@ static const char *url_problem(const char *url, size_t n, const struct req_limit
 }
 
 /* Copy the required URL field step[key] into *out (xmalloc). path is the
- * step's path ("steps[3]"). Returns 0 or DTX_EINVAL. */
+ * step's path ("steps[3]"), NULL at the top level. Returns 0 or DTX_EINVAL. */
 static int get_url(json_t *step, const char *key, const char *path, const struct req_limits *lim,
                    char **out /* OUT */, struct req_error *err)
 {
     char field[sizeof err->field];
-    snprintf(field, sizeof field, "%s.%s", path, key);
+    if (path != NULL)
+        snprintf(field, sizeof field, "%s.%s", path, key);
+    else
+        snprintf(field, sizeof field, "%s", key);
     json_t *v = json_object_get(step, key);
     if (v == NULL)
         return fail(err, REQ_ERR_MISSING_FIELD, field, "%s is required", field);
@@ -326,29 +337,14 @@ static int check_cycles(const struct txn_spec *spec, struct req_error *err)
     return rc;
 }
 
-static int parse_step(json_t *v, size_t i, size_t n, const struct req_limits *lim,
-                      struct step_spec *st, struct req_error *err)
+/* obj.payload as compact JSON text ("{}" when absent) into st. */
+static void get_payload(json_t *obj, struct step_spec *st)
 {
-    char path[32];
-    char prefix[40];
-    snprintf(path, sizeof path, "steps[%zu]", i);
-    snprintf(prefix, sizeof prefix, "%s.", path);
-    if (!json_is_object(v))
-        return fail(err, REQ_ERR_WRONG_TYPE, path, "%s must be an object", path);
-    if (check_keys(v, step_keys, prefix, err) != 0)
-        return DTX_EINVAL;
-    if (get_url(v, "action", path, lim, &st->action, err) != 0)
-        return DTX_EINVAL;
-    if (get_url(v, "compensate", path, lim, &st->compensate, err) != 0)
-        return DTX_EINVAL;
-    json_t *after = json_object_get(v, "after");
-    if (after != NULL && parse_after(after, i, n, path, st, err) != 0)
-        return DTX_EINVAL;
-    json_t *payload = json_object_get(v, "payload");
+    json_t *payload = json_object_get(obj, "payload");
     if (payload == NULL) {
         st->payload = xmemdup("{}", 2);
         st->payload_len = 2;
-        return 0;
+        return;
     }
     char *text = json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY);
     if (text == NULL) {
@@ -359,6 +355,27 @@ static int parse_step(json_t *v, size_t i, size_t n, const struct req_limits *li
     st->payload_len = strlen(text);
     st->payload = xmemdup(text, st->payload_len);
     free(text);
+}
+
+static int parse_step(json_t *v, size_t i, size_t n, enum txn_type type,
+                      const struct req_limits *lim, struct step_spec *st, struct req_error *err)
+{
+    char path[32];
+    char prefix[40];
+    snprintf(path, sizeof path, "steps[%zu]", i);
+    snprintf(prefix, sizeof prefix, "%s.", path);
+    if (!json_is_object(v))
+        return fail(err, REQ_ERR_WRONG_TYPE, path, "%s must be an object", path);
+    if (check_keys(v, type == TXN_MSG ? msg_step_keys : saga_step_keys, prefix, err) != 0)
+        return DTX_EINVAL;
+    if (get_url(v, "action", path, lim, &st->action, err) != 0)
+        return DTX_EINVAL;
+    if (type == TXN_SAGA && get_url(v, "compensate", path, lim, &st->compensate, err) != 0)
+        return DTX_EINVAL;
+    json_t *after = json_object_get(v, "after");
+    if (after != NULL && parse_after(after, i, n, path, st, err) != 0)
+        return DTX_EINVAL;
+    get_payload(v, st);
     return 0;
 }
 
@@ -366,6 +383,14 @@ static int parse_steps(json_t *root, const struct req_limits *lim, struct txn_sp
                        struct req_error *err)
 {
     json_t *steps = json_object_get(root, "steps");
+    if (spec->type == TXN_TCC || spec->type == TXN_2PC) {
+        if (steps != NULL)
+            return fail(err, REQ_ERR_INVALID_VALUE, "steps",
+                        "a %s transaction takes no steps: register its branches with "
+                        "POST /v1/transactions/{gid}/branches",
+                        txn_type_name(spec->type));
+        return 0;
+    }
     if (steps == NULL)
         return fail(err, REQ_ERR_MISSING_FIELD, "steps", "steps is required");
     if (!json_is_array(steps))
@@ -380,7 +405,7 @@ static int parse_steps(json_t *root, const struct req_limits *lim, struct txn_sp
     spec->nsteps = (uint32_t)n;
     for (size_t i = 0; i < n; i++) {
         json_t *step = json_array_get(steps, i);
-        if (parse_step(step, i, n, lim, &spec->steps[i], err) != 0)
+        if (parse_step(step, i, n, spec->type, lim, &spec->steps[i], err) != 0)
             return DTX_EINVAL;
         if (json_is_object(step) && json_object_get(step, "after") != NULL)
             spec->concurrent = 1;
@@ -431,6 +456,45 @@ static int parse_retry(json_t *root, struct txn_spec *spec, struct req_error *er
     return 0;
 }
 
+/* wait and wait_timeout_ms of root into *wait / *timeout_ms (kept when absent). */
+static int parse_wait(json_t *root, const struct req_limits *lim, int *wait, uint32_t *timeout_ms,
+                      struct req_error *err)
+{
+    json_t *w = json_object_get(root, "wait");
+    if (w != NULL) {
+        if (!json_is_boolean(w))
+            return fail(err, REQ_ERR_WRONG_TYPE, "wait", "wait must be true or false");
+        *wait = json_is_true(w);
+    }
+    long long v = *timeout_ms;
+    if (get_int(root, "wait_timeout_ms", "wait_timeout_ms", 1, lim->max_wait_ms, &v, err) < 0)
+        return DTX_EINVAL;
+    *timeout_ms = (uint32_t)v;
+    return 0;
+}
+
+/* msg: the required check URL; other types: none allowed. */
+static int parse_check(json_t *root, const struct req_limits *lim, struct txn_spec *spec,
+                       struct req_error *err)
+{
+    json_t *check = json_object_get(root, "check");
+    if (spec->type != TXN_MSG) {
+        if (check != NULL)
+            return fail(err, REQ_ERR_INVALID_VALUE, "check", "check is only for msg transactions");
+        return 0;
+    }
+    if (check == NULL)
+        return fail(err, REQ_ERR_MISSING_FIELD, "check",
+                    "check is required: the URL dtxd asks whether the local transaction committed");
+    if (!json_is_string(check))
+        return fail(err, REQ_ERR_WRONG_TYPE, "check", "check must be a string (a URL)");
+    const char *problem = url_problem(json_string_value(check), json_string_length(check), lim);
+    if (problem != NULL)
+        return fail(err, REQ_ERR_INVALID_URL, "check", "check %s", problem);
+    spec->check = xmemdup(json_string_value(check), json_string_length(check));
+    return 0;
+}
+
 /* Everything after type, gid and steps. */
 static int parse_options(json_t *root, const struct req_limits *lim, struct txn_spec *spec,
                          struct req_error *err)
@@ -442,21 +506,12 @@ static int parse_options(json_t *root, const struct req_limits *lim, struct txn_
         0)
         return DTX_EINVAL;
     spec->request_timeout_ms = (uint32_t)v;
-    v = 0;
-    if (get_int(root, "timeout_ms", "timeout_ms", 0, TXN_TIMEOUT_MAX, &v, err) < 0)
+    v = spec->type == TXN_MSG ? MSG_DEFAULT_TIMEOUT : 0;
+    if (get_int(root, "timeout_ms", "timeout_ms", spec->type == TXN_MSG ? 1 : 0, TXN_TIMEOUT_MAX,
+                &v, err) < 0)
         return DTX_EINVAL;
     spec->timeout_ms = (uint64_t)v;
-    json_t *wait = json_object_get(root, "wait");
-    if (wait != NULL) {
-        if (!json_is_boolean(wait))
-            return fail(err, REQ_ERR_WRONG_TYPE, "wait", "wait must be true or false");
-        spec->wait = json_is_true(wait);
-    }
-    v = spec->wait_timeout_ms;
-    if (get_int(root, "wait_timeout_ms", "wait_timeout_ms", 1, lim->max_wait_ms, &v, err) < 0)
-        return DTX_EINVAL;
-    spec->wait_timeout_ms = (uint32_t)v;
-    return 0;
+    return parse_wait(root, lim, &spec->wait, &spec->wait_timeout_ms, err);
 }
 
 /*
@@ -494,13 +549,16 @@ int request_parse_create(const char *body, size_t len, const struct req_limits *
         fail(err, REQ_ERR_WRONG_TYPE, "type", "type must be a string");
         goto fail;
     }
-    if (strcmp(json_string_value(type), "saga") != 0) {
-        fail(err, REQ_ERR_INVALID_TYPE, "type", "type must be \"saga\"");
+    enum txn_type ttype;
+    if (txn_type_parse(json_string_value(type), &ttype) != 0 ||
+        strlen(json_string_value(type)) != json_string_length(type)) {
+        fail(err, REQ_ERR_INVALID_TYPE, "type",
+             "type must be one of \"saga\", \"tcc\", \"2pc\", \"msg\"");
         goto fail;
     }
 
     spec = xcalloc(1, sizeof *spec);
-    spec->type = TXN_SAGA;
+    spec->type = ttype;
     spec->retry = lim->default_retry;
     spec->request_timeout_ms = lim->default_request_timeout_ms;
     spec->wait_timeout_ms = lim->default_wait_timeout_ms;
@@ -524,6 +582,8 @@ int request_parse_create(const char *body, size_t len, const struct req_limits *
 
     if (parse_steps(root, lim, spec, err) != 0)
         goto fail;
+    if (parse_check(root, lim, spec, err) != 0)
+        goto fail;
     if (parse_options(root, lim, spec, err) != 0)
         goto fail;
 
@@ -535,6 +595,84 @@ fail:
     txn_spec_free(spec);
     json_decref(root);
     return DTX_EINVAL;
+}
+
+/* Parse body as a JSON object (an empty body is {}): NULL with err filled. */
+static json_t *load_object(const char *body, size_t len, struct req_error *err)
+{
+    json_error_t jerr;
+    if (len == 0)
+        return json_object();
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        char text[sizeof jerr.text];
+        fail(err, REQ_ERR_INVALID_JSON, "", "the body is not valid JSON: %s (line %d, column %d)",
+             ascii_text(jerr.text, text, sizeof text), jerr.line, jerr.column);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        fail(err, REQ_ERR_INVALID_JSON, "", "the body must be a JSON object");
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}
+
+int request_parse_branch(const char *body, size_t len, enum txn_type type,
+                         const struct req_limits *lim, struct step_spec *out, struct req_error *err)
+{
+    memset(out, 0, sizeof *out);
+    json_t *root = load_object(body, len, err);
+    if (root == NULL)
+        return DTX_EINVAL;
+    int is_xa = type == TXN_2PC;
+    if (check_keys(root, is_xa ? xa_branch_keys : tcc_branch_keys, "", err) != 0)
+        goto fail;
+    json_t *id = json_object_get(root, "branch");
+    if (id != NULL) {
+        if (!json_is_string(id)) {
+            fail(err, REQ_ERR_WRONG_TYPE, "branch", "branch must be a string");
+            goto fail;
+        }
+        const char *s = json_string_value(id);
+        if (strlen(s) != json_string_length(id) || strlen(s) > BRANCH_ID_MAX ||
+            !request_gid_ok(s)) {
+            fail(err, REQ_ERR_INVALID_VALUE, "branch",
+                 "branch must be 1 to %d characters of A-Z a-z 0-9 . _ : -", BRANCH_ID_MAX);
+            goto fail;
+        }
+        out->id = xstrdup(s);
+    }
+    if (is_xa && get_url(root, "prepare", NULL, lim, &out->prepare, err) != 0)
+        goto fail;
+    if (get_url(root, is_xa ? "commit" : "confirm", NULL, lim, &out->action, err) != 0)
+        goto fail;
+    if (get_url(root, is_xa ? "rollback" : "cancel", NULL, lim, &out->compensate, err) != 0)
+        goto fail;
+    get_payload(root, out);
+    json_decref(root);
+    return 0;
+fail:
+    step_spec_clear(out);
+    json_decref(root);
+    return DTX_EINVAL;
+}
+
+int request_parse_control(const char *body, size_t len, const struct req_limits *lim, int *wait,
+                          uint32_t *wait_timeout_ms, struct req_error *err)
+{
+    *wait = 0;
+    *wait_timeout_ms = lim->default_wait_timeout_ms < lim->max_wait_ms
+                           ? lim->default_wait_timeout_ms
+                           : lim->max_wait_ms;
+    json_t *root = load_object(body, len, err);
+    if (root == NULL)
+        return DTX_EINVAL;
+    int rc = check_keys(root, control_keys, "", err);
+    if (rc == 0)
+        rc = parse_wait(root, lim, wait, wait_timeout_ms, err);
+    json_decref(root);
+    return rc != 0 ? DTX_EINVAL : 0;
 }
 
 int request_gid_ok(const char *s)

@@ -50,6 +50,21 @@ struct req_limits {
 int request_parse_create(const char *body, size_t len, const struct req_limits *lim,
                          struct txn_spec **out /* OUT */, struct req_error *err /* OUT */);
 
+/*
+ * Decode a branch registration (POST /v1/transactions/{gid}/branches) for a
+ * transaction of type (TXN_TCC or TXN_2PC). On success fills *out (free with
+ * step_spec_clear); on bad input returns DTX_EINVAL with err filled.
+ */
+int request_parse_branch(const char *body, size_t len, enum txn_type type,
+                         const struct req_limits *lim, struct step_spec *out /* OUT */,
+                         struct req_error *err /* OUT */);
+
+/* Decode the optional body of submit/abort ({"wait", "wait_timeout_ms"}; an
+ * empty body is allowed). Returns 0 or DTX_EINVAL with err filled. */
+int request_parse_control(const char *body, size_t len, const struct req_limits *lim,
+                          int *wait /* OUT */, uint32_t *wait_timeout_ms /* OUT */,
+                          struct req_error *err /* OUT */);
+
 /* Whether s is a valid gid: 1..128 bytes of [A-Za-z0-9._:-]. */
 int request_gid_ok(const char *s);
 

@@ -64,7 +64,7 @@ static const struct opt_def opt_defs[] = {
      "largest request body in bytes, at most 16 MiB (so every log record stays under the "
      "log's 64 MiB record limit); larger is answered 413 (default 1048576)"},
     {"max-steps", "DTX_MAX_STEPS", OPT_U64, OFF(max_steps), 1, 10000,
-     "most steps in one transaction (default 100)"},
+     "most steps (saga, msg) or registered branches (tcc, 2pc) in one transaction (default 100)"},
     {"max-wait-ms", "DTX_MAX_WAIT_MS", OPT_U64, OFF(max_wait_ms), 1, 3600000,
      "upper bound of a request's wait_timeout_ms (default 60000)"},
     {"retry-initial-ms", "DTX_RETRY_INITIAL_MS", OPT_U64, OFF(retry_initial_ms), 1, 3600000,
@@ -299,7 +299,8 @@ int main(int argc, char **argv)
     transport_router_add(&d.router, "http", http);
     transport_router_add(&d.router, "https", http);
 
-    struct engine_config ec = {.retention_ms = o.retention_s * 1000};
+    struct engine_config ec = {.retention_ms = o.retention_s * 1000,
+                               .max_branches = (uint32_t)o.max_steps};
     d.engine = engine_new(d.loop, d.store, &d.router, &ec);
     uint64_t t0 = uv_hrtime();
     rc = engine_recover(d.engine);

@@ -35,6 +35,7 @@ struct txn_waiter {
     void *arg;
     int flags;          /* ENGINE_REPLY_CREATED */
     int until_finished; /* else: until durable */
+    uint64_t need;      /* t->synced must reach this: the records appended before it */
     struct sched_timer deadline;
 };
 
@@ -64,7 +65,12 @@ struct engine {
     size_t rnd_pos;                /* next unused byte; sizeof rnd_pool = empty */
 };
 
-static const struct mode_ops *const modes[TXN_TYPE_COUNT] = {[TXN_SAGA] = &saga_ops};
+static const struct mode_ops *const modes[TXN_TYPE_COUNT] = {
+    [TXN_SAGA] = &saga_ops,
+    [TXN_TCC] = &tcc_ops,
+    [TXN_2PC] = &xa_ops,
+    [TXN_MSG] = &msg_ops,
+};
 
 int64_t engine_now_wall(void)
 {
@@ -251,7 +257,7 @@ static void waiters_check(struct engine *e, struct txn *t)
     struct txn_waiter *w = t->waiters;
     while (w != NULL) {
         struct txn_waiter *next = w->next;
-        int done = w->until_finished ? (t->durable && txn_state_is_final(t->state)) : t->durable;
+        int done = t->synced >= w->need && (!w->until_finished || txn_state_is_final(t->state));
         if (done)
             waiter_fire(e, w, 0);
         w = next;
@@ -262,14 +268,16 @@ static void on_wait_deadline(struct sched_timer *st)
 {
     struct txn_waiter *w =
         (struct txn_waiter *)((char *)st - offsetof(struct txn_waiter, deadline));
-    if (!w->txn->durable) {
+    if (w->txn->synced < w->need) {
         w->until_finished = 0; /* answer as soon as it is durable */
         return;
     }
     waiter_fire(w->e, w, ENGINE_REPLY_TIMED_OUT);
 }
 
-static void add_waiter(struct engine *e, struct txn *t, const struct txn_spec *spec,
+/* Reply through fn once every record of t appended so far is durable and,
+ * with wait, once t is finished or wait_timeout_ms passed. */
+static void add_waiter(struct engine *e, struct txn *t, int wait, uint32_t wait_timeout_ms,
                        engine_reply_fn fn, void *arg, int flags)
 {
     struct txn_waiter *w = xcalloc(1, sizeof *w);
@@ -278,12 +286,13 @@ static void add_waiter(struct engine *e, struct txn *t, const struct txn_spec *s
     w->fn = fn;
     w->arg = arg;
     w->flags = flags;
-    w->until_finished = spec->wait;
+    w->until_finished = wait;
+    w->need = t->appended;
     sched_timer_init(&w->deadline, on_wait_deadline);
     w->next = t->waiters;
     t->waiters = w;
-    if (spec->wait)
-        arm(e, &w->deadline, clock_mono_ms() + spec->wait_timeout_ms);
+    if (wait)
+        arm(e, &w->deadline, clock_mono_ms() + wait_timeout_ms);
     waiters_check(e, t);
 }
 
@@ -300,6 +309,9 @@ static void on_durable(void *arg, int status)
     struct log_ctx *c = arg;
     (void)status; /* a failed write ends the process; status is always 0 */
     c->t->pending_records--;
+    c->t->synced++;
+    if (c->t->waiters != NULL)
+        waiters_check(c->e, c->t);
     if (c->then)
         c->then(c->e, c->t);
     free(c);
@@ -312,11 +324,13 @@ static void append(struct engine *e, struct txn *t, engine_then_fn then)
     c->t = t;
     c->then = then;
     t->pending_records++;
+    t->appended++;
     int rc = store_append(e->store, e->scratch.data, e->scratch.len, on_durable, c);
     if (rc != 0) {
         /* the store only refuses after close: we are going down anyway */
         slog_error("log append refused", "gid=%s err=%s", t->gid, dtx_err_name(rc));
         t->pending_records--;
+        t->appended--;
         free(c);
     }
 }
@@ -342,9 +356,22 @@ void engine_log_update(struct engine *e, struct txn *t, struct branch *br, engin
 struct call_ctx {
     struct call_ctx *prev, *next;
     struct engine *e;
-    struct branch *b;
-    engine_call_fn cb;
+    struct txn *t;
+    struct branch *b;         /* NULL for a msg check */
+    engine_call_fn cb;        /* branch calls */
+    engine_check_fn check_cb; /* check calls */
 };
+
+static void set_in_flight(struct call_ctx *c, int on)
+{
+    if (c->b)
+        c->b->in_flight = on;
+    else
+        c->t->check_in_flight = on;
+}
+
+static void start_call(struct engine *e, struct txn *t, struct branch *b, const char *op,
+                       const char *url, engine_call_fn cb, engine_check_fn check_cb);
 
 static void call_unlink(struct engine *e, struct call_ctx *c)
 {
@@ -361,9 +388,13 @@ static void on_call_done(void *arg, const struct call_result *res)
     struct call_ctx *c = arg;
     struct engine *e = c->e;
     call_unlink(e, c);
-    c->b->in_flight = 0;
-    if (!e->stopping)
-        c->cb(e, c->b, res);
+    set_in_flight(c, 0);
+    if (!e->stopping) {
+        if (c->b)
+            c->cb(e, c->b, res);
+        else
+            c->check_cb(e, c->t, res);
+    }
     free(c);
 }
 
@@ -382,43 +413,57 @@ static void trace_id(const char *gid, char out[33])
 void engine_call(struct engine *e, struct branch *b, const char *op, const char *url,
                  engine_call_fn cb)
 {
-    struct txn *t = b->txn;
-    char branch[16], tid[33], traceparent[64];
-    snprintf(branch, sizeof branch, "%u", b->idx + 1);
+    start_call(e, b->txn, b, op, url, cb, NULL);
+}
+
+void engine_call_check(struct engine *e, struct txn *t, engine_check_fn cb)
+{
+    start_call(e, t, NULL, "check", t->check, NULL, cb);
+}
+
+static void start_call(struct engine *e, struct txn *t, struct branch *b, const char *op,
+                       const char *url, engine_call_fn cb, engine_check_fn check_cb)
+{
+    char tid[33], traceparent[64];
     trace_id(t->gid, tid);
     snprintf(traceparent, sizeof traceparent, "00-%s-%016llx-01", tid,
              (unsigned long long)(rnd_next() | 1));
     struct call_req req = {
         .url = url,
         .gid = t->gid,
-        .branch = branch,
+        .branch = b ? b->id : "00",
         .op = op,
         .txn_type = txn_type_name(t->type),
         .traceparent = traceparent,
-        .body = b->payload,
-        .body_len = b->payload_len,
+        .body = b ? b->payload : "{}",
+        .body_len = b ? b->payload_len : 2,
         .timeout_ms = t->request_timeout_ms,
     };
     struct call_ctx *c = xmalloc(sizeof *c);
     c->e = e;
+    c->t = t;
     c->b = b;
     c->cb = cb;
+    c->check_cb = check_cb;
     c->prev = NULL;
     c->next = e->calls;
     if (e->calls)
         e->calls->prev = c;
     e->calls = c;
-    b->in_flight = 1;
+    set_in_flight(c, 1);
     int rc = transport_call(e->router, &req, on_call_done, c);
     if (rc != 0) {
         /* validated URLs always have a transport; treat a refusal as transient */
         call_unlink(e, c);
+        set_in_flight(c, 0);
         free(c);
-        b->in_flight = 0;
         char msg[96];
         snprintf(msg, sizeof msg, "transport refused the call: %s", dtx_strerror(rc));
         struct call_result res = {.outcome = CALL_TRANSIENT, .status = 0, .error = msg};
-        cb(e, b, &res);
+        if (b)
+            cb(e, b, &res);
+        else
+            check_cb(e, t, &res);
     }
 }
 
@@ -486,7 +531,7 @@ int engine_create(struct engine *e, struct txn_spec *spec, engine_reply_fn fn, v
             txn_spec_free(spec);
             return DTX_ECONFLICT;
         }
-        add_waiter(e, t, spec, fn, arg, 0);
+        add_waiter(e, t, spec->wait, spec->wait_timeout_ms, fn, arg, 0);
         txn_spec_free(spec);
         return 0;
     }
@@ -495,9 +540,166 @@ int engine_create(struct engine *e, struct txn_spec *spec, engine_reply_fn fn, v
     hmap_put(&e->by_gid, t->gid, t);
     idx_insert(e, t);
     engine_log_txn(e, t, on_created);
-    add_waiter(e, t, spec, fn, arg, ENGINE_REPLY_CREATED);
+    add_waiter(e, t, spec->wait, spec->wait_timeout_ms, fn, arg, ENGINE_REPLY_CREATED);
     arm_timeout(e, t);
     txn_spec_free(spec);
+    return 0;
+}
+
+void engine_expire_in(struct engine *e, struct txn *t, uint64_t delay_ms)
+{
+    arm(e, &t->timeout_timer, clock_mono_ms() + delay_ms);
+}
+
+void engine_log_branch(struct engine *e, struct txn *t, struct branch *br, engine_then_fn then)
+{
+    buf_reset(&e->scratch);
+    record_encode_branch(&e->scratch, t, br);
+    append(e, t, then);
+}
+
+/* Look gid up for a request on an existing transaction. */
+static int lookup(struct engine *e, const char *gid, struct txn **out)
+{
+    if (e->stopping)
+        return DTX_ECLOSED;
+    *out = hmap_get(&e->by_gid, gid);
+    return *out ? 0 : DTX_ENOTFOUND;
+}
+
+/* The first free numeric branch id from nbranches + 1 on. */
+static void next_branch_id(const struct txn *t, char out[16])
+{
+    for (uint32_t n = t->nbranches + 1;; n++) {
+        snprintf(out, 16, "%u", n);
+        if (txn_branch_by_id(t, out) == NULL)
+            return;
+    }
+}
+
+int engine_register(struct engine *e, const char *gid, struct step_spec *s, char **id_out,
+                    engine_reply_fn fn, void *arg)
+{
+    struct txn *t;
+    int rc = lookup(e, gid, &t);
+    if (rc == 0 && s->id != NULL) {
+        struct branch *old = txn_branch_by_id(t, s->id);
+        if (old != NULL) {
+            if (!branch_matches_spec(old, s)) {
+                rc = DTX_ECONFLICT;
+            } else {
+                *id_out = xstrdup(old->id);
+                add_waiter(e, t, 0, 0, fn, arg, 0);
+            }
+            step_spec_clear(s);
+            return rc;
+        }
+    }
+    if (rc == 0 && ((t->type != TXN_TCC && t->type != TXN_2PC) || t->state != TXN_PREPARED))
+        rc = DTX_ESTATE;
+    if (rc == 0 && t->nbranches >= e->cfg.max_branches)
+        rc = DTX_ETOOBIG;
+    if (rc != 0) {
+        step_spec_clear(s);
+        return rc;
+    }
+    char genid[16];
+    if (s->id == NULL) {
+        next_branch_id(t, genid);
+        s->id = xstrdup(genid);
+    }
+    struct branch *b = txn_add_branch(t, s, clock_wall_ms());
+    sched_timer_init(&b->timer, on_branch_timer);
+    t->updated_at = b->updated_at;
+    *id_out = xstrdup(b->id);
+    step_spec_clear(s);
+    slog_debug("branch registered", "gid=%s branch=%s", t->gid, b->id);
+    engine_log_branch(e, t, b, NULL);
+    add_waiter(e, t, 0, 0, fn, arg, ENGINE_REPLY_CREATED);
+    return 0;
+}
+
+static void after_submit(struct engine *e, struct txn *t)
+{
+    if (!e->stopping)
+        modes[t->type]->advance(e, t);
+}
+
+int engine_submit(struct engine *e, const char *gid, const struct engine_wait *w,
+                  engine_reply_fn fn, void *arg)
+{
+    struct txn *t;
+    int rc = lookup(e, gid, &t);
+    if (rc != 0)
+        return rc;
+    switch (t->state) {
+    case TXN_PREPARED:
+        txn_set_state(t, TXN_SUBMITTED, clock_wall_ms(), "submitted by the client");
+        disarm(e, &t->timeout_timer); /* a submitted tcc/msg no longer times out */
+        if (t->type == TXN_2PC)
+            arm_timeout(e, t); /* 2pc: the deadline still holds until the decision */
+        engine_log_update(e, t, NULL, after_submit);
+        break;
+    case TXN_SUBMITTED:
+    case TXN_COMMITTING:
+    case TXN_SUCCEEDED:
+        break; /* submitted before: the same answer */
+    default:
+        return DTX_ESTATE;
+    }
+    add_waiter(e, t, w->wait, w->wait_timeout_ms, fn, arg, 0);
+    return 0;
+}
+
+int engine_abort(struct engine *e, const char *gid, const struct engine_wait *w, engine_reply_fn fn,
+                 void *arg)
+{
+    struct txn *t;
+    int rc = lookup(e, gid, &t);
+    if (rc != 0)
+        return rc;
+    switch (t->state) {
+    case TXN_PREPARED:
+        break;
+    case TXN_SUBMITTED:
+        if (t->type != TXN_SAGA && t->type != TXN_2PC)
+            return DTX_ESTATE; /* tcc confirms and msg delivers: past the point of no return */
+        break;
+    case TXN_ABORTING:
+    case TXN_FAILED:
+        add_waiter(e, t, w->wait, w->wait_timeout_ms, fn, arg, 0);
+        return 0;
+    default:
+        return DTX_ESTATE;
+    }
+    modes[t->type]->abort(e, t, "aborted by request");
+    add_waiter(e, t, w->wait, w->wait_timeout_ms, fn, arg, 0);
+    return 0;
+}
+
+int engine_retry_now(struct engine *e, const char *gid)
+{
+    struct txn *t;
+    int rc = lookup(e, gid, &t);
+    if (rc != 0)
+        return rc;
+    if (txn_state_is_final(t->state))
+        return DTX_ESTATE;
+    slog_info("retry now requested", "gid=%s", t->gid);
+    for (uint32_t i = 0; i < t->nbranches; i++) {
+        struct branch *b = &t->branches[i];
+        if (sched_timer_armed(&b->timer)) {
+            disarm(e, &b->timer);
+            modes[t->type]->retry(e, b);
+        }
+    }
+    /* a msg whose check is being retried: ask now (never before its first
+     * check: that would cut the client's local transaction short) */
+    if (t->type == TXN_MSG && t->state == TXN_PREPARED && t->check_attempts > 0 &&
+        sched_timer_armed(&t->timeout_timer)) {
+        disarm(e, &t->timeout_timer);
+        modes[t->type]->expire(e, t);
+    }
     return 0;
 }
 
@@ -559,12 +761,34 @@ static void apply_update(struct engine *e, struct record_update *u)
     }
     struct branch *b = &t->branches[u->branch];
     b->state = u->br_state;
+    b->prepare_attempts = u->prepare_attempts;
     b->action_attempts = u->action_attempts;
     b->compensate_attempts = u->compensate_attempts;
     free(b->last_error);
     b->last_error = u->last_error;
     u->last_error = NULL;
     b->updated_at = u->br_updated_at;
+}
+
+/* A registered branch (one-branch txn rec holding the gid) joins its txn. */
+static void apply_branch(struct engine *e, const struct txn *rec)
+{
+    struct txn *t = hmap_get(&e->by_gid, rec->gid);
+    const struct branch *rb = &rec->branches[0];
+    if (t == NULL) {
+        slog_warn("log branch for an unknown transaction skipped", "gid=%s", rec->gid);
+        return;
+    }
+    if (txn_branch_by_id(t, rb->id) != NULL)
+        return; /* already in a snapshot */
+    struct step_spec s = {.id = rb->id,
+                          .prepare = rb->prepare,
+                          .action = rb->action,
+                          .compensate = rb->compensate,
+                          .payload = rb->payload,
+                          .payload_len = rb->payload_len};
+    struct branch *b = txn_add_branch(t, &s, rb->updated_at);
+    b->state = rb->state;
 }
 
 static int replay(void *arg, const void *rec, size_t len)
@@ -574,7 +798,9 @@ static int replay(void *arg, const void *rec, size_t len)
     int rc = record_decode(rec, len, &r);
     if (rc != 0)
         return rc;
-    if (r.kind == REC_TXN) {
+    if (r.kind == REC_BRANCH) {
+        apply_branch(e, r.txn);
+    } else if (r.kind == REC_TXN || r.kind == REC_TXN2) {
         struct txn *t = r.txn;
         r.txn = NULL;
         struct txn *old = hmap_get(&e->by_gid, t->gid);
@@ -633,7 +859,10 @@ int engine_recover(struct engine *e)
             continue;
         live++;
         arm_timeout(e, t);
-        modes[t->type]->advance(e, t);
+        if (modes[t->type]->recovered)
+            modes[t->type]->recovered(e, t);
+        else
+            modes[t->type]->advance(e, t);
     }
     slog_info("recovered", "transactions=%zu unfinished=%zu", e->by_gid.len, live);
     expire_finished(e); /* finished before the restart and past retention */

@@ -22,6 +22,13 @@ struct engine;
 
 struct engine_config {
     uint64_t retention_ms; /* finished transactions stay queryable this long */
+    uint32_t max_branches; /* registered branches per tcc/2pc transaction */
+};
+
+/* How a submit or abort request answers. */
+struct engine_wait {
+    int wait;                 /* answer only once the transaction is finished */
+    uint32_t wait_timeout_ms; /* ... or this long passed (ENGINE_REPLY_TIMED_OUT) */
 };
 
 /* Flags passed to an engine_reply_fn. */
@@ -53,6 +60,37 @@ int engine_recover(struct engine *e);
  *   DTX_ECLOSED   - the engine is shutting down
  */
 int engine_create(struct engine *e, struct txn_spec *spec, engine_reply_fn fn, void *arg);
+
+/*
+ * Register a branch of a tcc or 2pc transaction in "prepared" (s is taken,
+ * always; s->id NULL: the next free number). On 0, *id_out is the branch id
+ * (the caller frees it) and fn runs once the registration is durable, with
+ * ENGINE_REPLY_CREATED unless the same id was registered with the same body
+ * before. Errors, with no callback:
+ *   DTX_ENOTFOUND - no such transaction
+ *   DTX_ESTATE    - not a tcc/2pc transaction, or not "prepared" any more
+ *   DTX_ECONFLICT - the id exists with another body
+ *   DTX_ETOOBIG   - the transaction has max_branches branches already
+ *   DTX_ECLOSED   - shutting down
+ */
+int engine_register(struct engine *e, const char *gid, struct step_spec *s, char **id_out,
+                    engine_reply_fn fn, void *arg);
+
+/*
+ * Submit (prepared -> submitted; the mode's phase 2 starts) or abort a
+ * transaction. Repeating a request that was applied answers the same. fn
+ * runs once the change is durable (and, with w->wait, finished). Errors, with
+ * no callback: DTX_ENOTFOUND, DTX_ESTATE (the state does not allow it: see
+ * docs/API.md), DTX_ECLOSED.
+ */
+int engine_submit(struct engine *e, const char *gid, const struct engine_wait *w,
+                  engine_reply_fn fn, void *arg);
+int engine_abort(struct engine *e, const char *gid, const struct engine_wait *w, engine_reply_fn fn,
+                 void *arg);
+
+/* Run every waiting retry of the transaction now (an operator's "retry").
+ * DTX_ENOTFOUND, DTX_ESTATE (finished), DTX_ECLOSED. */
+int engine_retry_now(struct engine *e, const char *gid);
 
 /* The transaction with this gid, or NULL. Valid until control returns to the loop. */
 const struct txn *engine_find(struct engine *e, const char *gid);

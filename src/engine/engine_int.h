@@ -22,9 +22,14 @@ struct mode_ops {
     void (*expire)(struct engine *e, struct txn *t);
     /* A branch's retry timer fired. */
     void (*retry)(struct engine *e, struct branch *b);
+    /* Abort at a client's request (engine_abort checked the state allows it):
+     * switch to aborting and log it. */
+    void (*abort)(struct engine *e, struct txn *t, const char *why);
+    /* The log was replayed and t is unfinished; NULL means advance. */
+    void (*recovered)(struct engine *e, struct txn *t);
 };
 
-extern const struct mode_ops saga_ops;
+extern const struct mode_ops saga_ops, tcc_ops, xa_ops, msg_ops;
 
 typedef void (*engine_then_fn)(struct engine *e, struct txn *t);
 
@@ -32,12 +37,23 @@ typedef void (*engine_then_fn)(struct engine *e, struct txn *t);
  * runs once it is durable. t stays alive until then. */
 void engine_log_txn(struct engine *e, struct txn *t, engine_then_fn then);
 void engine_log_update(struct engine *e, struct txn *t, struct branch *br, engine_then_fn then);
+/* Append a registered branch (REC_BRANCH). */
+void engine_log_branch(struct engine *e, struct txn *t, struct branch *br, engine_then_fn then);
 
 /* Call op (e.g. "action") of branch b at url. cb(e, b, res) runs on the loop
  * unless the engine stops first. Sets b->in_flight while outstanding. */
 typedef void (*engine_call_fn)(struct engine *e, struct branch *b, const struct call_result *res);
 void engine_call(struct engine *e, struct branch *b, const char *op, const char *url,
                  engine_call_fn cb);
+
+/* Ask t's check URL (msg). cb(e, t, res) runs on the loop unless the engine
+ * stops first. Sets t->check_in_flight while outstanding. */
+typedef void (*engine_check_fn)(struct engine *e, struct txn *t, const struct call_result *res);
+void engine_call_check(struct engine *e, struct txn *t, engine_check_fn cb);
+
+/* Arm t's timeout timer delay_ms from now (mode_ops.expire runs then); msg
+ * uses it to ask check again. */
+void engine_expire_in(struct engine *e, struct txn *t, uint64_t delay_ms);
 
 /* Arm b's retry timer delay_ms from now (mode_ops.retry runs then). */
 void engine_retry_in(struct engine *e, struct branch *b, uint64_t delay_ms);
@@ -51,5 +67,25 @@ void engine_finished(struct engine *e, struct txn *t);
 /* Whether the engine is stopping (drivers start nothing new then). */
 int engine_stopping(const struct engine *e);
 int64_t engine_now_wall(void);
+
+/* ---- shared by the drivers (drive.c) ---- */
+
+/* Describe a call result for last_error ("status 500", "timed out", ...). */
+void drive_describe(const struct call_result *res, char *out, size_t n);
+
+/* A must-succeed operation (compensate, cancel, confirm, commit, rollback,
+ * deliver) of b did not succeed (res: FAILURE, ONGOING or TRANSIENT): record
+ * why, and schedule the next attempt — the fixed interval after ONGOING,
+ * backoff otherwise, and once the retry limit is passed the longest interval
+ * with the transaction flagged needs_attention (logged, then `then`). */
+void drive_must_retry(struct engine *e, struct branch *b, const struct call_result *res,
+                      engine_then_fn then);
+
+/* Whether a must-succeed operation other than b's has exhausted its retries
+ * (needs_attention stays set while one has). */
+int drive_other_stuck(const struct txn *t, const struct branch *b);
+
+/* A branch is idle when no call is outstanding and no retry timer armed. */
+int drive_idle(const struct branch *b);
 
 #endif

@@ -4,6 +4,7 @@
  */
 #include "engine/record.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,9 +14,28 @@
 
 #define MAX_BRANCHES 100000u
 
+/* The v2 encoding of one branch (REC_TXN2 and REC_BRANCH). */
+static void encode_branch(struct buf *b, const struct branch *br)
+{
+    enc_cstr(b, br->id);
+    enc_cstr(b, br->prepare);
+    enc_cstr(b, br->action);
+    enc_cstr(b, br->compensate);
+    enc_str(b, br->payload, br->payload_len);
+    enc_u8(b, (uint8_t)br->state);
+    enc_u32(b, br->prepare_attempts);
+    enc_u32(b, br->action_attempts);
+    enc_u32(b, br->compensate_attempts);
+    enc_cstr(b, br->last_error);
+    enc_u64(b, (uint64_t)br->updated_at);
+    enc_u32(b, br->nafter);
+    for (uint32_t k = 0; k < br->nafter; k++)
+        enc_u32(b, br->after[k]);
+}
+
 void record_encode_txn(struct buf *b, const struct txn *t)
 {
-    enc_u8(b, REC_TXN);
+    enc_u8(b, REC_TXN2);
     enc_cstr(b, t->gid);
     enc_u64(b, t->seq);
     enc_u8(b, (uint8_t)t->type);
@@ -30,26 +50,23 @@ void record_encode_txn(struct buf *b, const struct txn *t)
     enc_u32(b, t->retry.limit);
     enc_u32(b, t->request_timeout_ms);
     enc_u64(b, t->timeout_ms);
+    enc_cstr(b, t->check);
+    enc_u32(b, t->check_attempts);
     enc_u32(b, t->nbranches);
-    for (uint32_t i = 0; i < t->nbranches; i++) {
-        const struct branch *br = &t->branches[i];
-        enc_cstr(b, br->action);
-        enc_cstr(b, br->compensate);
-        enc_str(b, br->payload, br->payload_len);
-        enc_u8(b, (uint8_t)br->state);
-        enc_u32(b, br->action_attempts);
-        enc_u32(b, br->compensate_attempts);
-        enc_cstr(b, br->last_error);
-        enc_u64(b, (uint64_t)br->updated_at);
-        enc_u32(b, br->nafter);
-        for (uint32_t k = 0; k < br->nafter; k++)
-            enc_u32(b, br->after[k]);
-    }
+    for (uint32_t i = 0; i < t->nbranches; i++)
+        encode_branch(b, &t->branches[i]);
+}
+
+void record_encode_branch(struct buf *b, const struct txn *t, const struct branch *br)
+{
+    enc_u8(b, REC_BRANCH);
+    enc_cstr(b, t->gid);
+    encode_branch(b, br);
 }
 
 void record_encode_update(struct buf *b, const struct txn *t, const struct branch *br)
 {
-    enc_u8(b, REC_UPDATE);
+    enc_u8(b, REC_UPDATE2);
     enc_cstr(b, t->gid);
     enc_u8(b, (uint8_t)t->state);
     enc_u8(b, (uint8_t)(t->needs_attention != 0));
@@ -61,13 +78,56 @@ void record_encode_update(struct buf *b, const struct txn *t, const struct branc
     }
     enc_u32(b, br->idx);
     enc_u8(b, (uint8_t)br->state);
+    enc_u32(b, br->prepare_attempts);
     enc_u32(b, br->action_attempts);
     enc_u32(b, br->compensate_attempts);
     enc_cstr(b, br->last_error);
     enc_u64(b, (uint64_t)br->updated_at);
 }
 
-static int decode_txn(struct dec *d, struct record *out)
+/* Decode one branch into b (position idx of a txn with n branches so far
+ * allowed for `after`); v1 is the REC_TXN layout, else the v2 one. */
+static int decode_branch(struct dec *d, struct branch *b, uint32_t idx, uint32_t n, int v1)
+{
+    b->idx = idx;
+    if (v1) {
+        char id[16];
+        snprintf(id, sizeof id, "%u", idx + 1);
+        b->id = xstrdup(id);
+    } else {
+        b->id = dec_str(d, NULL);
+        b->prepare = dec_str(d, NULL);
+    }
+    b->action = dec_str(d, NULL);
+    b->compensate = dec_str(d, NULL);
+    b->payload = dec_str(d, &b->payload_len);
+    uint8_t bs = dec_u8(d);
+    if (!v1)
+        b->prepare_attempts = dec_u32(d);
+    b->action_attempts = dec_u32(d);
+    b->compensate_attempts = dec_u32(d);
+    b->last_error = dec_str(d, NULL);
+    b->updated_at = (int64_t)dec_u64(d);
+    uint32_t na = dec_u32(d);
+    if (d->err || na >= n)
+        return DTX_ECORRUPT;
+    if (na) {
+        b->after = xmalloc(na * sizeof *b->after);
+        b->nafter = na;
+        for (uint32_t k = 0; k < na; k++) {
+            b->after[k] = dec_u32(d);
+            if (b->after[k] >= n || b->after[k] == idx)
+                return DTX_ECORRUPT;
+        }
+    }
+    if (d->err || bs >= BR_STATE_COUNT || b->id == NULL || b->action == NULL ||
+        b->payload == NULL || (v1 && b->compensate == NULL))
+        return DTX_ECORRUPT;
+    b->state = (enum branch_state)bs;
+    return 0;
+}
+
+static int decode_txn(struct dec *d, struct record *out, int v1)
 {
     struct txn *t = xcalloc(1, sizeof *t);
     out->txn = t;
@@ -86,6 +146,10 @@ static int decode_txn(struct dec *d, struct record *out)
     t->retry.limit = dec_u32(d);
     t->request_timeout_ms = dec_u32(d);
     t->timeout_ms = dec_u64(d);
+    if (!v1) {
+        t->check = dec_str(d, NULL);
+        t->check_attempts = dec_u32(d);
+    }
     uint32_t n = dec_u32(d);
     t->durable = 1;
     if (d->err || t->gid == NULL || type >= TXN_TYPE_COUNT || state >= TXN_STATE_COUNT ||
@@ -93,41 +157,34 @@ static int decode_txn(struct dec *d, struct record *out)
         return DTX_ECORRUPT;
     t->type = (enum txn_type)type;
     t->state = (enum txn_state)state;
-    t->branches = xcalloc(n ? n : 1, sizeof *t->branches);
+    t->cap_branches = n ? n : 4;
+    t->branches = xcalloc(t->cap_branches, sizeof *t->branches);
     for (uint32_t i = 0; i < n; i++) {
         struct branch *b = &t->branches[i];
         t->nbranches = i + 1; /* so txn_free frees what was decoded so far */
         b->txn = t;
-        b->idx = i;
-        b->action = dec_str(d, NULL);
-        b->compensate = dec_str(d, NULL);
-        b->payload = dec_str(d, &b->payload_len);
-        uint8_t bs = dec_u8(d);
-        b->action_attempts = dec_u32(d);
-        b->compensate_attempts = dec_u32(d);
-        b->last_error = dec_str(d, NULL);
-        b->updated_at = (int64_t)dec_u64(d);
-        uint32_t na = dec_u32(d);
-        if (d->err || na >= n)
+        if (decode_branch(d, b, i, n, v1) != 0)
             return DTX_ECORRUPT;
-        if (na) {
-            b->after = xmalloc(na * sizeof *b->after);
-            b->nafter = na;
-            for (uint32_t k = 0; k < na; k++) {
-                b->after[k] = dec_u32(d);
-                if (b->after[k] >= n || b->after[k] == i)
-                    return DTX_ECORRUPT;
-            }
-        }
-        if (d->err || bs >= BR_STATE_COUNT || b->action == NULL || b->compensate == NULL ||
-            b->payload == NULL)
-            return DTX_ECORRUPT;
-        b->state = (enum branch_state)bs;
     }
     return 0;
 }
 
-static int decode_update(struct dec *d, struct record_update *u)
+/* REC_BRANCH: the branch is decoded into a one-branch txn holding the gid. */
+static int decode_branch_rec(struct dec *d, struct record *out)
+{
+    struct txn *t = xcalloc(1, sizeof *t);
+    out->txn = t;
+    t->gid = dec_str(d, NULL);
+    t->cap_branches = 1;
+    t->branches = xcalloc(1, sizeof *t->branches);
+    t->nbranches = 1;
+    t->branches[0].txn = t;
+    if (d->err || t->gid == NULL)
+        return DTX_ECORRUPT;
+    return decode_branch(d, &t->branches[0], 0, 1, 0);
+}
+
+static int decode_update(struct dec *d, struct record_update *u, int v1)
 {
     u->gid = dec_str(d, NULL);
     uint8_t state = dec_u8(d);
@@ -141,6 +198,8 @@ static int decode_update(struct dec *d, struct record_update *u)
     if (u->branch == UINT32_MAX)
         return 0;
     uint8_t bs = dec_u8(d);
+    if (!v1)
+        u->prepare_attempts = dec_u32(d);
     u->action_attempts = dec_u32(d);
     u->compensate_attempts = dec_u32(d);
     u->last_error = dec_str(d, NULL);
@@ -159,10 +218,12 @@ int record_decode(const void *p, size_t len, struct record *out)
     dec_init(&d, p, len);
     uint8_t kind = dec_u8(&d);
     int rc = DTX_ECORRUPT;
-    if (kind == REC_TXN)
-        rc = decode_txn(&d, out);
-    else if (kind == REC_UPDATE)
-        rc = decode_update(&d, &out->update);
+    if (kind == REC_TXN || kind == REC_TXN2)
+        rc = decode_txn(&d, out, kind == REC_TXN);
+    else if (kind == REC_BRANCH)
+        rc = decode_branch_rec(&d, out);
+    else if (kind == REC_UPDATE || kind == REC_UPDATE2)
+        rc = decode_update(&d, &out->update, kind == REC_UPDATE);
     out->kind = (enum record_kind)kind;
     if (rc == 0 && d.left != 0)
         rc = DTX_ECORRUPT; /* trailing bytes: not a record we wrote */

@@ -62,12 +62,6 @@ static void send_compensate(struct engine *e, struct branch *b)
     engine_call(e, b, "compensate", b->compensate, on_compensate);
 }
 
-/* A branch is idle when nothing is outstanding for it. */
-static int idle(const struct branch *b)
-{
-    return !b->in_flight && !sched_timer_armed(&b->timer);
-}
-
 static void forward(struct engine *e, struct txn *t)
 {
     int done = 1;
@@ -85,13 +79,13 @@ static void forward(struct engine *e, struct txn *t)
             break;
         case BR_RUNNING:
             done = 0;
-            if (idle(b))
+            if (drive_idle(b))
                 send_action(e, b); /* resumed after a restart */
             break;
         default:
             /* failed/compensating steps mean the saga is aborting */
-            slog_error("saga step in a backward state while going forward", "gid=%s branch=%u",
-                       t->gid, i + 1);
+            slog_error("saga step in a backward state while going forward", "gid=%s branch=%s",
+                       t->gid, b->id);
             return;
         }
         if (t->state != TXN_SUBMITTED)
@@ -123,17 +117,6 @@ static int any_to_compensate(const struct txn *t)
     for (uint32_t i = 0; i < t->nbranches; i++)
         if (outstanding(t->branches[i].state))
             return 1;
-    return 0;
-}
-
-/* Whether a compensation other than b's has exhausted its retries. */
-static int other_stuck(const struct txn *t, const struct branch *b)
-{
-    for (uint32_t i = 0; i < t->nbranches; i++) {
-        const struct branch *o = &t->branches[i];
-        if (o != b && o->state == BR_COMPENSATING && o->transient > t->retry.limit)
-            return 1;
-    }
     return 0;
 }
 
@@ -170,7 +153,7 @@ static void backward(struct engine *e, struct txn *t)
             continue;
         case BR_COMPENSATING:
             remaining = 1;
-            if (idle(b))
+            if (drive_idle(b))
                 send_compensate(e, b);
             continue;
         default:
@@ -195,15 +178,6 @@ static void saga_advance(struct engine *e, struct txn *t)
         backward(e, t);
 }
 
-/* Describe a call result for last_error. */
-static void describe(const struct call_result *res, char *out, size_t n)
-{
-    if (res->error)
-        snprintf(out, n, "%s", res->error);
-    else
-        snprintf(out, n, "status %d", res->status);
-}
-
 static void on_action(struct engine *e, struct branch *b, const struct call_result *res)
 {
     struct txn *t = b->txn;
@@ -223,7 +197,7 @@ static void on_action(struct engine *e, struct branch *b, const struct call_resu
         engine_log_update(e, t, b, after_log);
         return;
     case CALL_FAILURE:
-        describe(res, err, sizeof err);
+        drive_describe(res, err, sizeof err);
         branch_set_error(b, err);
         branch_set_state(b, BR_FAILED, now, "action refused");
         start_abort(e, t, "a step failed");
@@ -232,7 +206,7 @@ static void on_action(struct engine *e, struct branch *b, const struct call_resu
         engine_retry_in(e, b, t->retry.initial_ms);
         return;
     case CALL_TRANSIENT:
-        describe(res, err, sizeof err);
+        drive_describe(res, err, sizeof err);
         branch_set_error(b, err);
         if (++b->transient > t->retry.limit) {
             char why[300];
@@ -250,43 +224,17 @@ static void on_action(struct engine *e, struct branch *b, const struct call_resu
 static void on_compensate(struct engine *e, struct branch *b, const struct call_result *res)
 {
     struct txn *t = b->txn;
-    char err[256];
     int64_t now = engine_now_wall();
     switch (res->outcome) {
     case CALL_SUCCESS:
         branch_set_state(b, BR_COMPENSATED, now, "compensation succeeded");
-        t->needs_attention = other_stuck(t, b);
+        t->needs_attention = drive_other_stuck(t, b);
         if (!any_to_compensate(t))
             txn_set_state(t, TXN_FAILED, now, "all started steps compensated");
         engine_log_update(e, t, b, after_log);
         return;
-    case CALL_ONGOING:
-        engine_retry_in(e, b, t->retry.initial_ms);
-        return;
-    case CALL_FAILURE:
-    case CALL_TRANSIENT:
-        describe(res, err, sizeof err);
-        if (res->outcome == CALL_FAILURE) {
-            char more[300];
-            snprintf(more, sizeof more, "%s (a compensation may not fail; retrying)", err);
-            branch_set_error(b, more);
-        } else {
-            branch_set_error(b, err);
-        }
-        if (++b->transient > t->retry.limit) {
-            /* must succeed: keep retrying at the longest interval, flagged */
-            if (!t->needs_attention) {
-                t->needs_attention = 1;
-                t->updated_at = now;
-                slog_warn("compensation exhausted its retries; needs attention",
-                          "gid=%s branch=%u attempts=%u", t->gid, b->idx + 1,
-                          b->compensate_attempts);
-                engine_log_update(e, t, b, after_log);
-            }
-            engine_retry_in(e, b, t->retry.max_ms);
-            return;
-        }
-        engine_retry_in(e, b, backoff_delay_ms(&t->retry, b->transient, rnd_next()));
+    default:
+        drive_must_retry(e, b, res, after_log);
         return;
     }
 }
@@ -315,4 +263,5 @@ const struct mode_ops saga_ops = {
     .advance = saga_advance,
     .expire = saga_expire,
     .retry = saga_retry,
+    .abort = start_abort,
 };

@@ -6,6 +6,7 @@
  */
 #include "engine/txn.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,29 +14,31 @@
 #include "common/err.h"
 #include "common/slog.h"
 
-static const char *const type_names[TXN_TYPE_COUNT] = {"saga"};
+static const char *const type_names[TXN_TYPE_COUNT] = {"saga", "tcc", "2pc", "msg"};
 static const char *const state_names[TXN_STATE_COUNT] = {"prepared", "submitted", "succeeded",
-                                                         "aborting", "failed"};
-static const char *const br_names[BR_STATE_COUNT] = {"pending", "running",      "succeeded",
-                                                     "failed",  "compensating", "compensated"};
+                                                         "aborting", "failed",    "committing"};
+static const char *const br_names[BR_STATE_COUNT] = {
+    "pending", "running", "succeeded", "failed", "compensating", "compensated", "prepared"};
 
 /* txn_next[from] is the bit set of states reachable from `from`. */
 #define BIT(s) (1u << (s))
 static const unsigned txn_next[TXN_STATE_COUNT] = {
     [TXN_PREPARED] = BIT(TXN_SUBMITTED) | BIT(TXN_ABORTING),
-    [TXN_SUBMITTED] = BIT(TXN_SUCCEEDED) | BIT(TXN_ABORTING),
+    [TXN_SUBMITTED] = BIT(TXN_SUCCEEDED) | BIT(TXN_ABORTING) | BIT(TXN_COMMITTING),
     [TXN_SUCCEEDED] = 0,
     [TXN_ABORTING] = BIT(TXN_FAILED),
     [TXN_FAILED] = 0,
+    [TXN_COMMITTING] = BIT(TXN_SUCCEEDED),
 };
 
 static const unsigned br_next[BR_STATE_COUNT] = {
-    [BR_PENDING] = BIT(BR_RUNNING),
-    [BR_RUNNING] = BIT(BR_SUCCEEDED) | BIT(BR_FAILED) | BIT(BR_COMPENSATING),
+    [BR_PENDING] = BIT(BR_RUNNING) | BIT(BR_COMPENSATING),
+    [BR_RUNNING] = BIT(BR_SUCCEEDED) | BIT(BR_FAILED) | BIT(BR_COMPENSATING) | BIT(BR_PREPARED),
     [BR_SUCCEEDED] = BIT(BR_COMPENSATING),
     [BR_FAILED] = BIT(BR_COMPENSATING),
     [BR_COMPENSATING] = BIT(BR_COMPENSATED),
     [BR_COMPENSATED] = 0,
+    [BR_PREPARED] = BIT(BR_SUCCEEDED) | BIT(BR_COMPENSATING),
 };
 
 const char *txn_type_name(enum txn_type t)
@@ -127,11 +130,11 @@ int branch_set_state(struct branch *b, enum branch_state to, int64_t now_wall, c
 {
     const char *gid = b->txn ? b->txn->gid : "?";
     if (!branch_transition_ok(b->state, to)) {
-        slog_error("illegal branch transition", "gid=%s branch=%u from=%s to=%s why=%s", gid,
-                   b->idx + 1, branch_state_name(b->state), branch_state_name(to), why);
+        slog_error("illegal branch transition", "gid=%s branch=%s from=%s to=%s why=%s", gid, b->id,
+                   branch_state_name(b->state), branch_state_name(to), why);
         return DTX_ESTATE;
     }
-    slog_debug("branch state", "gid=%s branch=%u from=%s to=%s why=%s", gid, b->idx + 1,
+    slog_debug("branch state", "gid=%s branch=%s from=%s to=%s why=%s", gid, b->id,
                branch_state_name(b->state), branch_state_name(to), why);
     b->state = to;
     b->updated_at = now_wall;
@@ -152,33 +155,63 @@ struct txn *txn_new_from_spec(const struct txn_spec *spec, const char *gid, uint
     t->gid = xstrdup(gid);
     t->seq = seq;
     t->type = spec->type;
-    t->state = TXN_SUBMITTED;
+    t->state = spec->type == TXN_SAGA ? TXN_SUBMITTED : TXN_PREPARED;
     t->concurrent = spec->concurrent;
+    t->check = spec->check ? xstrdup(spec->check) : NULL;
     t->created_at = t->updated_at = now_wall;
     t->retry = spec->retry;
     t->request_timeout_ms = spec->request_timeout_ms;
     t->timeout_ms = spec->timeout_ms;
-    t->nbranches = spec->nsteps;
-    t->branches = xcalloc(spec->nsteps ? spec->nsteps : 1, sizeof *t->branches);
+    t->cap_branches = spec->nsteps ? spec->nsteps : 4;
+    t->branches = xcalloc(t->cap_branches, sizeof *t->branches);
     for (uint32_t i = 0; i < spec->nsteps; i++) {
-        struct branch *b = &t->branches[i];
-        const struct step_spec *s = &spec->steps[i];
-        b->txn = t;
-        b->idx = i;
-        b->action = xstrdup(s->action);
-        b->compensate = xstrdup(s->compensate);
-        b->payload = xmemdup(s->payload, s->payload_len);
-        b->payload_len = s->payload_len;
-        b->nafter = s->nafter;
-        b->after = NULL;
-        if (s->nafter) {
-            b->after = xmalloc(s->nafter * sizeof *b->after);
-            memcpy(b->after, s->after, s->nafter * sizeof *b->after);
-        }
-        b->state = BR_PENDING;
-        b->updated_at = now_wall;
+        char id[16];
+        snprintf(id, sizeof id, "%u", i + 1);
+        struct step_spec s = spec->steps[i];
+        s.id = id;
+        txn_add_branch(t, &s, now_wall);
     }
     return t;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? xstrdup(s) : NULL;
+}
+
+struct branch *txn_add_branch(struct txn *t, const struct step_spec *s, int64_t now_wall)
+{
+    if (t->nbranches == t->cap_branches) {
+        t->cap_branches = t->cap_branches ? 2 * t->cap_branches : 4;
+        /* nothing points into the array while branches are registered: see txn.h */
+        t->branches = xrealloc(t->branches, t->cap_branches * sizeof *t->branches);
+    }
+    struct branch *b = &t->branches[t->nbranches];
+    memset(b, 0, sizeof *b);
+    b->txn = t;
+    b->idx = t->nbranches++;
+    b->id = xstrdup(s->id);
+    b->prepare = dup_or_null(s->prepare);
+    b->action = dup_or_null(s->action);
+    b->compensate = dup_or_null(s->compensate);
+    b->payload = xmemdup(s->payload, s->payload_len);
+    b->payload_len = s->payload_len;
+    if (s->nafter) {
+        b->nafter = s->nafter;
+        b->after = xmalloc(s->nafter * sizeof *b->after);
+        memcpy(b->after, s->after, s->nafter * sizeof *b->after);
+    }
+    b->state = BR_PENDING;
+    b->updated_at = now_wall;
+    return b;
+}
+
+struct branch *txn_branch_by_id(const struct txn *t, const char *id)
+{
+    for (uint32_t i = 0; i < t->nbranches; i++)
+        if (strcmp(t->branches[i].id, id) == 0)
+            return &t->branches[i];
+    return NULL;
 }
 
 void txn_free(struct txn *t)
@@ -187,6 +220,8 @@ void txn_free(struct txn *t)
         return;
     for (uint32_t i = 0; i < t->nbranches; i++) {
         struct branch *b = &t->branches[i];
+        free(b->id);
+        free(b->prepare);
         free(b->action);
         free(b->compensate);
         free(b->payload);
@@ -194,6 +229,7 @@ void txn_free(struct txn *t)
         free(b->after);
     }
     free(t->branches);
+    free(t->check);
     free(t->gid);
     free(t);
 }
@@ -223,13 +259,19 @@ static int same_set(const uint32_t *a, uint32_t na, const uint32_t *b, uint32_t 
 
 int txn_matches_spec(const struct txn *t, const struct txn_spec *spec)
 {
-    if (t->type != spec->type || t->nbranches != spec->nsteps || t->concurrent != spec->concurrent)
+    if (t->type != spec->type || t->concurrent != spec->concurrent)
+        return 0;
+    if (t->type != TXN_TCC && t->type != TXN_2PC && t->nbranches != spec->nsteps)
         return 0;
     if (t->retry.initial_ms != spec->retry.initial_ms || t->retry.max_ms != spec->retry.max_ms ||
         t->retry.limit != spec->retry.limit)
         return 0;
     if (t->request_timeout_ms != spec->request_timeout_ms || t->timeout_ms != spec->timeout_ms)
         return 0;
+    if (!str_eq(t->check, spec->check))
+        return 0;
+    if (t->type == TXN_TCC || t->type == TXN_2PC)
+        return 1; /* branches came by registration, not with the create request */
     for (uint32_t i = 0; i < spec->nsteps; i++) {
         const struct branch *b = &t->branches[i];
         const struct step_spec *s = &spec->steps[i];
@@ -241,6 +283,13 @@ int txn_matches_spec(const struct txn *t, const struct txn_spec *spec)
             return 0;
     }
     return 1;
+}
+
+int branch_matches_spec(const struct branch *b, const struct step_spec *s)
+{
+    return str_eq(b->prepare, s->prepare) && str_eq(b->action, s->action) &&
+           str_eq(b->compensate, s->compensate) && b->payload_len == s->payload_len &&
+           memcmp(b->payload, s->payload, s->payload_len) == 0;
 }
 
 int txn_ready(const struct txn *t, uint32_t i)

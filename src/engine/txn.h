@@ -3,25 +3,33 @@
  * states, and the one function per level through which every state changes.
  *
  * A global transaction (txn) has a type (the mode), a state, options and an
- * ordered array of branches. For a saga a branch is one step: an action and
- * its compensation. Later modes reuse the same branch states with their own
- * operation names (try/confirm/cancel, prepare/commit/rollback, deliver).
+ * ordered array of branches. Every mode uses the same branch with its own
+ * names for the URLs it holds:
  *
- * Global states (DESIGN §2):
+ *   mode  forward (action)  undo (compensate)  prepare
+ *   saga  action            compensate         -
+ *   tcc   confirm           cancel             -      (the client runs Try)
+ *   2pc   commit            rollback           prepare
+ *   msg   action (deliver)  -                  -
+ *
+ * Global states (DESIGN §2; "committing" is 2pc's logged commit decision):
  *
  *   prepared ──> submitted ──> succeeded
- *      │             │
+ *      │             │  └──> committing ──^   (2pc)
  *      └──────> aborting ──> failed
  *
  * Branch states:
  *
  *   pending ──> running ──> succeeded ──> compensating ──> compensated
- *                  │  └──────────────────────^
- *                  └──> failed ───────────────^
+ *      │           │  └──> prepared ─┘ ^         (2pc: yes vote, then commit)
+ *      │           └──> failed ────────^
+ *      └───────────────────────────────^   (tcc cancel / 2pc rollback of a
+ *                                           branch whose phase 1 we never saw)
  *
- * "running" means the forward operation was sent and its outcome is not known
- * (it is being retried). "failed" means the participant refused it (409) or
- * we gave up retrying; both count as started, so both are compensated.
+ * "running" means the forward operation (or 2pc's prepare) was sent and its
+ * outcome is not known (it is being retried). "failed" means the participant
+ * refused it (409) or we gave up retrying; both count as started, so both are
+ * compensated. A 2pc branch stays "prepared" while its commit is retried.
  */
 #ifndef DTX_TXN_H
 #define DTX_TXN_H
@@ -31,8 +39,12 @@
 
 #include "engine/sched.h"
 
+/* The values of both enums below are stored in the log: append, never renumber. */
 enum txn_type {
     TXN_SAGA = 0, /* coordinator runs actions; compensations on failure */
+    TXN_TCC,      /* client runs Try; coordinator confirms or cancels */
+    TXN_2PC,      /* coordinator prepares, logs the decision, commits or rolls back */
+    TXN_MSG,      /* client commits locally, coordinator delivers; `check` decides */
     TXN_TYPE_COUNT
 };
 
@@ -42,6 +54,7 @@ enum txn_state {
     TXN_SUCCEEDED,    /* final: every forward operation succeeded */
     TXN_ABORTING,     /* rolling back: compensations/cancels/rollbacks running */
     TXN_FAILED,       /* final: rolled back */
+    TXN_COMMITTING,   /* 2pc: every branch voted yes and the commit decision is durable */
     TXN_STATE_COUNT
 };
 
@@ -52,6 +65,7 @@ enum branch_state {
     BR_FAILED,       /* forward operation refused, or given up on */
     BR_COMPENSATING, /* undo operation sent, retrying until it succeeds */
     BR_COMPENSATED,  /* undo operation succeeded */
+    BR_PREPARED,     /* 2pc: voted yes; commit (or rollback) comes next */
     BR_STATE_COUNT
 };
 
@@ -61,11 +75,14 @@ struct retry_policy {
     uint32_t limit;      /* transient failures allowed before giving up / flagging */
 };
 
-/* A step as the client declared it (owned strings, NUL-terminated). */
+/* A step or registered branch as the client declared it (owned strings,
+ * NUL-terminated). URLs a mode does not use are NULL. */
 struct step_spec {
-    char *action;
-    char *compensate;
-    char *payload; /* compact JSON text sent as the request body */
+    char *id;         /* registered branches: the client's branch id, or NULL */
+    char *prepare;    /* 2pc */
+    char *action;     /* action / confirm / commit */
+    char *compensate; /* compensate / cancel / rollback */
+    char *payload;    /* compact JSON text sent as the request body */
     size_t payload_len;
     uint32_t *after; /* 0-based indices of the steps it waits for (owned), or NULL */
     uint32_t nafter;
@@ -78,6 +95,7 @@ struct txn_spec {
     struct step_spec *steps;
     uint32_t nsteps;
     int concurrent; /* some step declared `after`: steps form a DAG, not a sequence */
+    char *check;    /* msg: the URL asked whether the client's local transaction committed */
     struct retry_policy retry;
     uint32_t request_timeout_ms;
     uint64_t timeout_ms; /* 0 = no deadline */
@@ -86,19 +104,23 @@ struct txn_spec {
 };
 
 void txn_spec_free(struct txn_spec *spec); /* frees members and spec itself */
+void step_spec_clear(struct step_spec *s); /* frees the members of one step */
 
 struct txn;
 
 struct branch {
     struct txn *txn;
-    uint32_t idx; /* 0-based; the branch id users see is idx + 1 */
-    char *action;
-    char *compensate;
+    uint32_t idx;     /* 0-based position */
+    char *id;         /* the branch id users and participants see ("1", "2", ... unless chosen) */
+    char *prepare;    /* 2pc only, else NULL */
+    char *action;     /* action / confirm / commit */
+    char *compensate; /* compensate / cancel / rollback; NULL for msg */
     char *payload;
     size_t payload_len;
     uint32_t *after; /* concurrent sagas: 0-based indices it waits for (owned) */
     uint32_t nafter;
     enum branch_state state;
+    uint32_t prepare_attempts;    /* 2pc prepare calls made */
     uint32_t action_attempts;     /* forward calls made */
     uint32_t compensate_attempts; /* undo calls made */
     uint32_t transient;           /* transient failures of the current operation */
@@ -122,12 +144,17 @@ struct txn {
     struct retry_policy retry;
     uint32_t request_timeout_ms;
     uint64_t timeout_ms;
+    char *check;              /* msg: check URL */
+    uint32_t check_attempts;  /* msg: check calls made */
+    uint32_t check_transient; /* msg: transient check failures in a row (not logged) */
+    int check_in_flight;
     struct branch *branches;
-    uint32_t nbranches;
-    struct sched_timer timeout_timer;
-    struct txn_waiter *waiters; /* replies waiting on this txn */
-    struct txn *fin_next;       /* finished-order list, for retention */
-    uint32_t pending_records;   /* appended, not yet durable */
+    uint32_t nbranches, cap_branches;
+    struct sched_timer timeout_timer; /* the txn's timeout; for msg, also the next check */
+    struct txn_waiter *waiters;       /* replies waiting on this txn */
+    struct txn *fin_next;             /* finished-order list, for retention */
+    uint32_t pending_records;         /* appended, not yet durable */
+    uint64_t appended, synced;        /* records appended / made durable in this process */
 };
 
 const char *txn_type_name(enum txn_type t);
@@ -155,9 +182,18 @@ int branch_set_state(struct branch *b, enum branch_state to, int64_t now_wall, c
 void branch_set_error(struct branch *b, const char *err);
 
 /* A new txn from a spec (copies everything; spec unchanged), state
- * TXN_SUBMITTED for a saga. gid must be set. */
+ * TXN_SUBMITTED for a saga, TXN_PREPARED for the other modes. gid must be set. */
 struct txn *txn_new_from_spec(const struct txn_spec *spec, const char *gid, uint64_t seq,
                               int64_t now_wall);
+/* Append a registered branch (copied from s; id must be set). Returns it.
+ * The branch array may move: only while no branch has a timer armed or a
+ * call outstanding (true in TXN_PREPARED, the only state that registers). */
+struct branch *txn_add_branch(struct txn *t, const struct step_spec *s, int64_t now_wall);
+/* The branch with this id, or NULL. */
+struct branch *txn_branch_by_id(const struct txn *t, const char *id);
+/* Whether a registered branch matches a registration request (idempotent re-register). */
+int branch_matches_spec(const struct branch *b, const struct step_spec *s);
+
 void txn_free(struct txn *t);
 /* Whether spec describes the same transaction as t (idempotent re-create). */
 int txn_matches_spec(const struct txn *t, const struct txn_spec *spec);
