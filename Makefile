@@ -19,11 +19,18 @@ CORE_OBJ := $(CORE_SRC:%.c=$(B)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 BENCH_BIN := $(B)/bench/loadgen $(B)/bench/participant
-FMT_SRC := $(shell find src tests bench -name '*.[ch]' 2>/dev/null)
+FMT_SRC := $(shell find src tests bench include examples -name '*.[ch]' 2>/dev/null)
+
+# Parts beyond the coordinator (libdtx, dtxctl, examples) each describe their
+# build in mk/*.mk: they add programs to EXTRA_ALL and unit-test binaries to
+# EXTRA_UNIT_BIN.
+EXTRA_ALL :=
+EXTRA_UNIT_BIN :=
+-include mk/*.mk
 
 .PHONY: all dtxd unit test test-unit test-integration bench format format-check clean asan
 
-all: format-check $(B)/dtxd $(UNIT_BIN) $(BENCH_BIN)
+all: format-check $(B)/dtxd $(UNIT_BIN) $(BENCH_BIN) $(EXTRA_ALL)
 
 dtxd: $(B)/dtxd
 
@@ -48,8 +55,8 @@ $(B)/bench/%: $(B)/bench/%.o $(B)/libdtxcore.a
 
 unit: $(UNIT_BIN)
 
-test-unit: $(UNIT_BIN)
-	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+test-unit: $(UNIT_BIN) $(EXTRA_UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN) $(EXTRA_UNIT_BIN); do echo "== $$t"; $$t; done
 
 test-integration: $(B)/dtxd
 	DTXD=$(CURDIR)/$(B)/dtxd /usr/bin/python3 -m pytest -q tests/integration
@@ -63,8 +70,9 @@ bench: $(B)/dtxd $(BENCH_BIN)
 # UndefinedBehaviorSanitizer build, in build-asan/.
 asan:
 	$(MAKE) B=build-asan CFLAGS="$(SAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" \
-		build-asan/dtxd $(UNIT_BIN:$(B)/%=build-asan/%)
-	@set -e; for t in $(UNIT_BIN:$(B)/%=build-asan/%); do echo "== $$t"; $$t; done
+		build-asan/dtxd $(UNIT_BIN:$(B)/%=build-asan/%) $(EXTRA_UNIT_BIN:$(B)/%=build-asan/%)
+	@set -e; for t in $(UNIT_BIN:$(B)/%=build-asan/%) $(EXTRA_UNIT_BIN:$(B)/%=build-asan/%); do \
+		echo "== $$t"; $$t; done
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		DTXD=$(CURDIR)/build-asan/dtxd /usr/bin/python3 -m pytest -q tests/integration
 

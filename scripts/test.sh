@@ -16,6 +16,7 @@ PACKAGES=(
     build-essential pkg-config clang-format
     libuv1-dev libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev zlib1g-dev
     libcmocka-dev python3-pytest curl
+    postgresql libpq-dev libsqlite3-dev sqlite3
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -35,8 +36,33 @@ if ((${#missing[@]})); then
 fi
 
 # ---- services -----------------------------------------------------------------
-# >>> Later issues start PostgreSQL and RabbitMQ here (install above, start and
-# >>> wait until ready here, stop in a trap), before the build and the tests.
+# PostgreSQL: a private cluster (scripts/pg.sh) in a temporary directory, on a
+# free port, stopped and removed on exit. Tests that need it read DTX_TEST_PG
+# (database dtx_test) or build conninfos for bank_a / bank_b from
+# DTX_TEST_PG_HOST and DTX_TEST_PG_PORT; DTX_REQUIRE_PG=1 makes them fail
+# rather than skip if it is missing.
+PG_DIR="$(mktemp -d /tmp/dtx-test-pg.XXXXXX)"
+cleanup_pg() {
+    "$ROOT/scripts/pg.sh" stop "$PG_DIR" >/dev/null 2>&1 || true
+    rm -rf "$PG_DIR"
+}
+trap cleanup_pg EXIT
+echo "== starting PostgreSQL in $PG_DIR"
+PG_PORT=""
+for _ in 1 2 3 4 5; do
+    port=$((20000 + RANDOM % 40000))
+    if "$ROOT/scripts/pg.sh" start "$PG_DIR" "$port"; then
+        PG_PORT="$port"
+        break
+    fi
+done
+[ -n "$PG_PORT" ] || {
+    echo "scripts/test.sh: could not start PostgreSQL" >&2
+    exit 1
+}
+export DTX_TEST_PG_HOST="$PG_DIR" DTX_TEST_PG_PORT="$PG_PORT"
+export DTX_TEST_PG="host=$PG_DIR port=$PG_PORT user=postgres dbname=dtx_test"
+export DTX_REQUIRE_PG=1
 # ---------------------------------------------------------------------------------
 
 # ---- build (includes the clang-format check) ------------------------------------
