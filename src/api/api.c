@@ -258,7 +258,7 @@ static void handle_create(struct api *a, struct http_req *r)
     } else if (rc == DTX_ECLOSED) {
         respond_error(r, 503, "shutting_down", NULL, "the coordinator is shutting down");
     } else if (rc != 0) {
-        respond_error(r, 500, "internal", NULL, dtx_strerror(rc));
+        respond_error(r, 500, "internal", NULL, dtx_err_message(rc));
     }
 }
 
@@ -299,7 +299,7 @@ static void respond_engine_error(struct http_req *r, int rc, const char *gid)
     else if (rc == DTX_ECLOSED)
         respond_error(r, 503, "shutting_down", NULL, "the coordinator is shutting down");
     else
-        respond_error(r, 500, "internal", NULL, dtx_strerror(rc));
+        respond_error(r, 500, "internal", NULL, dtx_err_message(rc));
 }
 
 struct branch_reply {

@@ -15,7 +15,7 @@ const char *dtx_err_name(int code)
     return "DTX_EUNKNOWN";
 }
 
-const char *dtx_strerror(int code)
+const char *dtx_err_message(int code)
 {
     switch (code) {
 #define DTX_ERR_MSG(name, val, msg)                                                                \

@@ -28,8 +28,9 @@ enum {
 #undef DTX_ERR_ENUM
 };
 
-/* Name ("DTX_EIO") and message of an error code; "unknown error" for others. */
+/* Name ("DTX_EIO") and message of an error code; "unknown error" for others.
+ * (dtx_strerror is libdtx's public function: include/dtx.h.) */
 const char *dtx_err_name(int code);
-const char *dtx_strerror(int code);
+const char *dtx_err_message(int code);
 
 #endif

@@ -458,7 +458,7 @@ static void start_call(struct engine *e, struct txn *t, struct branch *b, const 
         set_in_flight(c, 0);
         free(c);
         char msg[96];
-        snprintf(msg, sizeof msg, "transport refused the call: %s", dtx_strerror(rc));
+        snprintf(msg, sizeof msg, "transport refused the call: %s", dtx_err_message(rc));
         struct call_result res = {.outcome = CALL_TRANSIENT, .status = 0, .error = msg};
         if (b)
             cb(e, b, &res);

@@ -808,7 +808,7 @@ static int replay_segment(struct wal *w, uint64_t id, int last, struct replay *r
             rc = r->fn(r->arg, img + off + WAL_REC_HDR, rec.len);
             if (rc != 0) {
                 fail(w, rc, "log replay stopped by the engine at %s byte offset %zu: %s", path, off,
-                     dtx_strerror(rc));
+                     dtx_err_message(rc));
                 goto out;
             }
         }

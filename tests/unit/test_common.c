@@ -408,16 +408,16 @@ static void test_err_names(void **state)
 {
     (void)state;
     assert_string_equal(dtx_err_name(0), "OK");
-    assert_string_equal(dtx_strerror(0), "success");
+    assert_string_equal(dtx_err_message(0), "success");
     assert_string_equal(dtx_err_name(DTX_ENOMEM), "DTX_ENOMEM");
     assert_string_equal(dtx_err_name(DTX_EIO), "DTX_EIO");
     assert_string_equal(dtx_err_name(DTX_ETOOBIG), "DTX_ETOOBIG");
     assert_string_equal(dtx_err_name(DTX_EUNSUPPORTED), "DTX_EUNSUPPORTED");
-    assert_string_equal(dtx_strerror(DTX_EIO), "input/output error");
-    assert_string_equal(dtx_strerror(DTX_ECORRUPT), "data is corrupt");
+    assert_string_equal(dtx_err_message(DTX_EIO), "input/output error");
+    assert_string_equal(dtx_err_message(DTX_ECORRUPT), "data is corrupt");
     assert_string_equal(dtx_err_name(-9999), "DTX_EUNKNOWN");
     assert_string_equal(dtx_err_name(1), "DTX_EUNKNOWN");
-    assert_string_equal(dtx_strerror(-9999), "unknown error");
+    assert_string_equal(dtx_err_message(-9999), "unknown error");
 
     /* every code in the table has its own name and a message */
     static const int codes[] = {
@@ -429,7 +429,7 @@ static void test_err_names(void **state)
     for (size_t i = 0; i < n; i++) {
         assert_true(codes[i] < 0);
         assert_string_not_equal(dtx_err_name(codes[i]), "DTX_EUNKNOWN");
-        assert_string_not_equal(dtx_strerror(codes[i]), "unknown error");
+        assert_string_not_equal(dtx_err_message(codes[i]), "unknown error");
         for (size_t j = 0; j < i; j++) {
             assert_int_not_equal(codes[i], codes[j]);
             assert_string_not_equal(dtx_err_name(codes[i]), dtx_err_name(codes[j]));
