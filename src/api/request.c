@@ -386,8 +386,8 @@ static int parse_steps(json_t *root, const struct req_limits *lim, struct txn_sp
     if (spec->type == TXN_TCC || spec->type == TXN_2PC) {
         if (steps != NULL)
             return fail(err, REQ_ERR_INVALID_VALUE, "steps",
-                        "a %s transaction takes no steps: register its branches with "
-                        "POST /v1/transactions/{gid}/branches",
+                        "steps is not allowed for a %s transaction: register its branches "
+                        "with POST /v1/transactions/{gid}/branches",
                         txn_type_name(spec->type));
         return 0;
     }
@@ -601,8 +601,11 @@ fail:
 static json_t *load_object(const char *body, size_t len, struct req_error *err)
 {
     json_error_t jerr;
-    if (len == 0)
-        return json_object();
+    size_t i = 0;
+    while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
+        i++;
+    if (i == len)
+        return json_object(); /* no body, or only whitespace */
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
         char text[sizeof jerr.text];

@@ -230,7 +230,11 @@ static void test_type(void **state)
     ERR("{\"type\":1,\"steps\":[" STEP "]}", REQ_ERR_WRONG_TYPE, "type");
     ERR("{\"type\":null,\"steps\":[" STEP "]}", REQ_ERR_WRONG_TYPE, "type");
     ERR("{\"type\":[\"saga\"],\"steps\":[" STEP "]}", REQ_ERR_WRONG_TYPE, "type");
-    ERR("{\"type\":\"tcc\",\"steps\":[" STEP "]}", REQ_ERR_INVALID_TYPE, "type");
+    ERR("{\"type\":\"xa\",\"steps\":[" STEP "]}", REQ_ERR_INVALID_TYPE, "type");
+    ERR("{\"type\":\"TCC\"}", REQ_ERR_INVALID_TYPE, "type");
+    ERR("{\"type\":\"2PC\"}", REQ_ERR_INVALID_TYPE, "type");
+    ERR("{\"type\":\"tcc \"}", REQ_ERR_INVALID_TYPE, "type");
+    ERR("{\"type\":\"msg\\u0000\"}", REQ_ERR_INVALID_JSON, "");
     ERR("{\"type\":\"SAGA\",\"steps\":[" STEP "]}", REQ_ERR_INVALID_TYPE, "type");
     ERR("{\"type\":\"\",\"steps\":[" STEP "]}", REQ_ERR_INVALID_TYPE, "type");
 }
@@ -595,6 +599,448 @@ static void test_error_after_partial_fill(void **state)
         REQ_ERR_INVALID_VALUE, "retry.limit");
 }
 
+/* ---- tcc, 2pc and msg creates ------------------------------------------- */
+
+static void test_create_tcc_2pc(void **state)
+{
+    (void)state;
+    const char *types[] = {"tcc", "2pc"};
+    const enum txn_type want[] = {TXN_TCC, TXN_2PC};
+    for (int i = 0; i < 2; i++) {
+        char body[512];
+        snprintf(body, sizeof body, "{\"type\":\"%s\"}", types[i]);
+        struct txn_spec *s = parse_ok(body, &lim);
+        assert_int_equal(s->type, want[i]);
+        assert_null(s->gid);
+        assert_null(s->steps);
+        assert_int_equal(s->nsteps, 0);
+        assert_int_equal(s->concurrent, 0);
+        assert_null(s->check);
+        assert_int_equal(s->retry.initial_ms, 100);
+        assert_int_equal(s->retry.max_ms, 30000);
+        assert_int_equal(s->retry.limit, 10);
+        assert_int_equal(s->request_timeout_ms, 10000);
+        assert_int_equal(s->timeout_ms, 0); /* no default deadline, unlike msg */
+        assert_int_equal(s->wait, 0);
+        assert_int_equal(s->wait_timeout_ms, 30000);
+        txn_spec_free(s);
+
+        snprintf(body, sizeof body,
+                 "{\"type\":\"%s\",\"gid\":\"g-%s\",\"retry\":{\"limit\":2},"
+                 "\"request_timeout_ms\":700,\"timeout_ms\":5000,\"wait\":true,"
+                 "\"wait_timeout_ms\":100}",
+                 types[i], types[i]);
+        s = parse_ok(body, &lim);
+        assert_int_equal(s->type, want[i]);
+        assert_string_equal(s->gid, i == 0 ? "g-tcc" : "g-2pc");
+        assert_int_equal(s->retry.limit, 2);
+        assert_int_equal(s->request_timeout_ms, 700);
+        assert_int_equal(s->timeout_ms, 5000);
+        assert_int_equal(s->wait, 1);
+        assert_int_equal(s->wait_timeout_ms, 100);
+        txn_spec_free(s);
+
+        /* no steps: any value of steps is refused, empty or not */
+        const char *steps[] = {"[" STEP "]", "[]", "null", "{}", "1"};
+        for (size_t k = 0; k < sizeof steps / sizeof steps[0]; k++) {
+            snprintf(body, sizeof body, "{\"type\":\"%s\",\"steps\":%s}", types[i], steps[k]);
+            ERR(body, REQ_ERR_INVALID_VALUE, "steps");
+        }
+        /* no check */
+        const char *checks[] = {"\"http://a/check\"", "null", "1", "\"\""};
+        for (size_t k = 0; k < sizeof checks / sizeof checks[0]; k++) {
+            snprintf(body, sizeof body, "{\"type\":\"%s\",\"check\":%s}", types[i], checks[k]);
+            ERR(body, REQ_ERR_INVALID_VALUE, "check");
+        }
+        /* the other fields keep their checks */
+        snprintf(body, sizeof body, "{\"type\":\"%s\",\"timeout_ms\":-1}", types[i]);
+        ERR(body, REQ_ERR_INVALID_VALUE, "timeout_ms");
+        snprintf(body, sizeof body, "{\"type\":\"%s\",\"gid\":\"a b\"}", types[i]);
+        ERR(body, REQ_ERR_INVALID_VALUE, "gid");
+        snprintf(body, sizeof body, "{\"type\":\"%s\",\"branches\":[]}", types[i]);
+        ERR(body, REQ_ERR_UNKNOWN_FIELD, "branches");
+        snprintf(body, sizeof body, "{\"type\":\"%s\",\"wait\":\"yes\"}", types[i]);
+        ERR(body, REQ_ERR_WRONG_TYPE, "wait");
+    }
+    /* a saga takes no check either */
+    ERR("{\"type\":\"saga\",\"steps\":[" STEP "],\"check\":\"http://a/c\"}", REQ_ERR_INVALID_VALUE,
+        "check");
+}
+
+#define MSTEP  "{\"action\":\"http://a/deliver\"}"
+#define MCHECK "\"check\":\"http://a/check\""
+
+static void test_create_msg(void **state)
+{
+    (void)state;
+    struct txn_spec *s = parse_ok("{\"type\":\"msg\"," MCHECK ",\"steps\":[" MSTEP "]}", &lim);
+    assert_int_equal(s->type, TXN_MSG);
+    assert_string_equal(s->check, "http://a/check");
+    assert_int_equal(s->nsteps, 1);
+    assert_string_equal(s->steps[0].action, "http://a/deliver");
+    assert_null(s->steps[0].compensate);
+    assert_null(s->steps[0].prepare);
+    assert_null(s->steps[0].id);
+    assert_null(s->steps[0].after);
+    assert_string_equal(s->steps[0].payload, "{}");
+    assert_int_equal(s->concurrent, 0);
+    assert_int_equal(s->timeout_ms, 10000); /* the default for msg */
+    assert_int_equal(s->request_timeout_ms, 10000);
+    assert_int_equal(s->wait_timeout_ms, 30000);
+    txn_spec_free(s);
+
+    s = parse_ok("{\"type\":\"msg\",\"gid\":\"m-1\",\"check\":\"https://c:8443/q?gid=m-1\","
+                 "\"steps\":[{\"action\":\"http://a/1\",\"payload\":{\"n\":[1, 2]}},"
+                 "{\"payload\":null,\"action\":\"http://a/2\"}],\"timeout_ms\":1,\"wait\":true}",
+                 &lim);
+    assert_string_equal(s->gid, "m-1");
+    assert_string_equal(s->check, "https://c:8443/q?gid=m-1");
+    assert_int_equal(s->nsteps, 2);
+    assert_string_equal(s->steps[0].payload, "{\"n\":[1,2]}");
+    assert_string_equal(s->steps[1].action, "http://a/2");
+    assert_string_equal(s->steps[1].payload, "null");
+    assert_null(s->steps[1].compensate);
+    assert_int_equal(s->timeout_ms, 1);
+    assert_int_equal(s->wait, 1);
+    txn_spec_free(s);
+
+    s = parse_ok("{\"type\":\"msg\"," MCHECK ",\"steps\":[" MSTEP "],\"timeout_ms\":31536000000}",
+                 &lim);
+    assert_true(s->timeout_ms == 31536000000ULL);
+    txn_spec_free(s);
+
+    /* timeout_ms: at least 1 (the check needs a deadline) */
+    ERR("{\"type\":\"msg\"," MCHECK ",\"steps\":[" MSTEP "],\"timeout_ms\":0}",
+        REQ_ERR_INVALID_VALUE, "timeout_ms");
+    ERR("{\"type\":\"msg\"," MCHECK ",\"steps\":[" MSTEP "],\"timeout_ms\":-1}",
+        REQ_ERR_INVALID_VALUE, "timeout_ms");
+    ERR("{\"type\":\"msg\"," MCHECK ",\"steps\":[" MSTEP "],\"timeout_ms\":31536000001}",
+        REQ_ERR_INVALID_VALUE, "timeout_ms");
+    ERR("{\"type\":\"msg\"," MCHECK ",\"steps\":[" MSTEP "],\"timeout_ms\":\"10\"}",
+        REQ_ERR_WRONG_TYPE, "timeout_ms");
+    ERR("{\"type\":\"msg\"," MCHECK ",\"steps\":[" MSTEP "],\"timeout_ms\":null}",
+        REQ_ERR_WRONG_TYPE, "timeout_ms");
+
+    /* check: required, a string, a URL */
+    ERR("{\"type\":\"msg\",\"steps\":[" MSTEP "]}", REQ_ERR_MISSING_FIELD, "check");
+    ERR("{\"type\":\"msg\",\"check\":1,\"steps\":[" MSTEP "]}", REQ_ERR_WRONG_TYPE, "check");
+    ERR("{\"type\":\"msg\",\"check\":null,\"steps\":[" MSTEP "]}", REQ_ERR_WRONG_TYPE, "check");
+    ERR("{\"type\":\"msg\",\"check\":[\"http://a/\"],\"steps\":[" MSTEP "]}", REQ_ERR_WRONG_TYPE,
+        "check");
+    const char *bad[] = {"", "ftp://a/c", "http://", "http://a/ x", "http://a:0/", "check"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char body[512];
+        snprintf(body, sizeof body, "{\"type\":\"msg\",\"check\":\"%s\",\"steps\":[" MSTEP "]}",
+                 bad[i]);
+        ERR(body, REQ_ERR_INVALID_URL, "check");
+    }
+    char longurl[2100];
+    char body[2400];
+    memset(longurl, 'x', sizeof longurl);
+    memcpy(longurl, "http://a/", 9);
+    longurl[2049] = '\0';
+    snprintf(body, sizeof body, "{\"type\":\"msg\",\"check\":\"%s\",\"steps\":[" MSTEP "]}",
+             longurl);
+    ERR(body, REQ_ERR_INVALID_URL, "check");
+    longurl[2048] = '\0';
+    snprintf(body, sizeof body, "{\"type\":\"msg\",\"check\":\"%s\",\"steps\":[" MSTEP "]}",
+             longurl);
+    txn_spec_free(parse_ok(body, &lim));
+
+    /* steps: required and checked before check; only action and payload */
+    ERR("{\"type\":\"msg\"}", REQ_ERR_MISSING_FIELD, "steps");
+    ERR("{\"type\":\"msg\"," MCHECK "}", REQ_ERR_MISSING_FIELD, "steps");
+    ERR("{\"type\":\"msg\"," MCHECK ",\"steps\":[]}", REQ_ERR_INVALID_VALUE, "steps");
+    ERR("{\"type\":\"msg\"," MCHECK ",\"steps\":{}}", REQ_ERR_WRONG_TYPE, "steps");
+    ERR("{\"type\":\"msg\",\"check\":1,\"steps\":[{}]}", REQ_ERR_MISSING_FIELD, "steps[0].action");
+    ERR("{\"type\":\"msg\"," MCHECK ",\"steps\":[" STEP "]}", REQ_ERR_UNKNOWN_FIELD,
+        "steps[0].compensate");
+    ERR("{\"type\":\"msg\"," MCHECK ",\"steps\":[" MSTEP
+        ",{\"action\":\"http://a/\",\"after\":[1]}]}",
+        REQ_ERR_UNKNOWN_FIELD, "steps[1].after");
+    ERR("{\"type\":\"msg\"," MCHECK
+        ",\"steps\":[{\"action\":\"http://a/\",\"prepare\":\"http://a/\"}]}",
+        REQ_ERR_UNKNOWN_FIELD, "steps[0].prepare");
+    ERR("{\"type\":\"msg\"," MCHECK ",\"steps\":[{\"action\":\"ftp://a/\"}]}", REQ_ERR_INVALID_URL,
+        "steps[0].action");
+    ERR("{\"type\":\"msg\"," MCHECK ",\"steps\":[{\"action\":2}]}", REQ_ERR_WRONG_TYPE,
+        "steps[0].action");
+    ERR("{\"type\":\"msg\"," MCHECK ",\"steps\":[1]}", REQ_ERR_WRONG_TYPE, "steps[0]");
+    ERR("{\"type\":\"msg\"," MCHECK ",\"steps\":[" MSTEP "," MSTEP "," MSTEP "," MSTEP "," MSTEP
+        "," MSTEP "]}",
+        REQ_ERR_TOO_MANY_STEPS, "steps");
+
+    /* the transport callback decides the check URL's scheme too */
+    int calls = 0;
+    struct req_limits l = lim;
+    l.url_ok = only_http_and_amqp;
+    l.url_ok_arg = &calls;
+    s = parse_ok("{\"type\":\"msg\",\"check\":\"amqp://ex/check\",\"steps\":[" MSTEP "]}", &l);
+    assert_string_equal(s->check, "amqp://ex/check");
+    txn_spec_free(s);
+    assert_int_equal(calls, 2);
+    ERR_LIM("{\"type\":\"msg\",\"check\":\"https://a/\",\"steps\":[" MSTEP "]}",
+            REQ_ERR_INVALID_URL, "check", &l);
+}
+
+/* ---- branch registration ------------------------------------------------ */
+
+static void parse_branch_ok(const char *body, size_t len, enum txn_type type, struct step_spec *out)
+{
+    struct req_error err = {0};
+    int rc = request_parse_branch(body, len, type, &lim, out, &err);
+    if (rc != 0)
+        fail_msg("unexpected error %s at '%s': %s\nbody: %s", err.code, err.field, err.message,
+                 body ? body : "(null)");
+}
+
+static void check_branch_err(const char *body, size_t len, enum txn_type type, const char *code,
+                             const char *field, int line)
+{
+    struct step_spec out;
+    memset(&out, 0xAB, sizeof out);
+    struct req_error err = {0};
+    int rc = request_parse_branch(body, len, type, &lim, &out, &err);
+    if (rc != DTX_EINVAL || err.code == NULL || strcmp(err.code, code) != 0 ||
+        strcmp(err.field, field) != 0)
+        fail_msg("line %d: want %s at '%s', got rc %d %s at '%s' (%s)\nbody: %.300s", line, code,
+                 field, rc, err.code ? err.code : "(none)", err.field, err.message,
+                 body ? body : "(null)");
+    if (field[0] != '\0' && strncmp(err.message, field, strlen(field)) != 0)
+        fail_msg("line %d: message does not name %s: %s", line, field, err.message);
+    /* nothing is left to free (ASan checks the rest) */
+    assert_null(out.id);
+    assert_null(out.prepare);
+    assert_null(out.action);
+    assert_null(out.compensate);
+    assert_null(out.payload);
+    assert_null(out.after);
+    json_t *m = json_string(err.message);
+    assert_non_null(m);
+    json_decref(m);
+}
+
+#define BERR(body, type, code, field)                                                              \
+    check_branch_err(body, strlen(body), type, code, field, __LINE__)
+
+#define TCC_URLS "\"confirm\":\"http://c/confirm\",\"cancel\":\"http://c/cancel\""
+#define XA_URLS                                                                                    \
+    "\"prepare\":\"http://x/prepare\",\"commit\":\"http://x/commit\",\"rollback\":"                \
+    "\"http://x/rollback\""
+
+static void test_branch_tcc(void **state)
+{
+    (void)state;
+    struct step_spec s;
+    const char *b = "{" TCC_URLS "}";
+    parse_branch_ok(b, strlen(b), TXN_TCC, &s);
+    assert_null(s.id);
+    assert_null(s.prepare);
+    assert_string_equal(s.action, "http://c/confirm");
+    assert_string_equal(s.compensate, "http://c/cancel");
+    assert_string_equal(s.payload, "{}");
+    assert_int_equal(s.payload_len, 2);
+    assert_null(s.after);
+    assert_int_equal(s.nafter, 0);
+    step_spec_clear(&s);
+
+    b = "{\"branch\":\"b-1.x_y:Z\",\"payload\": [1, {\"a\" : null}]," TCC_URLS "}";
+    parse_branch_ok(b, strlen(b), TXN_TCC, &s);
+    assert_string_equal(s.id, "b-1.x_y:Z");
+    assert_string_equal(s.payload, "[1,{\"a\":null}]");
+    assert_int_equal(s.payload_len, strlen("[1,{\"a\":null}]"));
+    step_spec_clear(&s);
+
+    /* branch ids: 1 to 64 characters of the gid alphabet */
+    char id[80];
+    char body[256];
+    memset(id, 'i', sizeof id);
+    id[64] = '\0';
+    snprintf(body, sizeof body, "{\"branch\":\"%s\"," TCC_URLS "}", id);
+    parse_branch_ok(body, strlen(body), TXN_TCC, &s);
+    assert_string_equal(s.id, id);
+    step_spec_clear(&s);
+    id[64] = 'i';
+    id[65] = '\0';
+    snprintf(body, sizeof body, "{\"branch\":\"%s\"," TCC_URLS "}", id);
+    BERR(body, TXN_TCC, REQ_ERR_INVALID_VALUE, "branch");
+    snprintf(body, sizeof body, "{\"branch\":\"1\"," TCC_URLS "}");
+    parse_branch_ok(body, strlen(body), TXN_TCC, &s);
+    assert_string_equal(s.id, "1");
+    step_spec_clear(&s);
+    const char *bad_ids[] = {"", "a b", "a/b", "caf\xc3\xa9", "a+b", "a\\nb", "{x}"};
+    for (size_t i = 0; i < sizeof bad_ids / sizeof bad_ids[0]; i++) {
+        snprintf(body, sizeof body, "{\"branch\":\"%s\"," TCC_URLS "}", bad_ids[i]);
+        BERR(body, TXN_TCC, REQ_ERR_INVALID_VALUE, "branch");
+    }
+    BERR("{\"branch\":\"a\\u0000b\"," TCC_URLS "}", TXN_TCC, REQ_ERR_INVALID_JSON, "");
+    BERR("{\"branch\":1," TCC_URLS "}", TXN_TCC, REQ_ERR_WRONG_TYPE, "branch");
+    BERR("{\"branch\":null," TCC_URLS "}", TXN_TCC, REQ_ERR_WRONG_TYPE, "branch");
+    BERR("{\"branch\":[\"a\"]," TCC_URLS "}", TXN_TCC, REQ_ERR_WRONG_TYPE, "branch");
+
+    /* the URLs */
+    BERR("{\"cancel\":\"http://c/\"}", TXN_TCC, REQ_ERR_MISSING_FIELD, "confirm");
+    BERR("{\"confirm\":\"http://c/\"}", TXN_TCC, REQ_ERR_MISSING_FIELD, "cancel");
+    BERR("{\"branch\":\"b\",\"confirm\":\"http://c/\"}", TXN_TCC, REQ_ERR_MISSING_FIELD,
+         "cancel"); /* the id already copied is freed */
+    BERR("{}", TXN_TCC, REQ_ERR_MISSING_FIELD, "confirm");
+    check_branch_err(NULL, 0, TXN_TCC, REQ_ERR_MISSING_FIELD, "confirm", __LINE__);
+    BERR("{\"confirm\":1,\"cancel\":\"http://c/\"}", TXN_TCC, REQ_ERR_WRONG_TYPE, "confirm");
+    BERR("{\"confirm\":\"http://c/\",\"cancel\":null}", TXN_TCC, REQ_ERR_WRONG_TYPE, "cancel");
+    BERR("{\"confirm\":\"ftp://c/\",\"cancel\":\"http://c/\"}", TXN_TCC, REQ_ERR_INVALID_URL,
+         "confirm");
+    BERR("{\"confirm\":\"http://c/\",\"cancel\":\"http://:1/\"}", TXN_TCC, REQ_ERR_INVALID_URL,
+         "cancel");
+    BERR("{\"confirm\":\"\",\"cancel\":\"http://c/\"}", TXN_TCC, REQ_ERR_INVALID_URL, "confirm");
+
+    /* 2pc's and saga's names are unknown here, and reported first */
+    BERR("{\"prepare\":\"http://c/\"," TCC_URLS "}", TXN_TCC, REQ_ERR_UNKNOWN_FIELD, "prepare");
+    BERR("{\"commit\":\"http://c/\",\"rollback\":\"http://c/\"}", TXN_TCC, REQ_ERR_UNKNOWN_FIELD,
+         "commit");
+    BERR("{\"action\":\"http://c/\"," TCC_URLS "}", TXN_TCC, REQ_ERR_UNKNOWN_FIELD, "action");
+    BERR("{\"id\":\"x\"," TCC_URLS "}", TXN_TCC, REQ_ERR_UNKNOWN_FIELD, "id");
+    BERR("{\"confrim\":\"http://c/\"}", TXN_TCC, REQ_ERR_UNKNOWN_FIELD, "confrim");
+
+    /* the body */
+    BERR("{", TXN_TCC, REQ_ERR_INVALID_JSON, "");
+    BERR("[]", TXN_TCC, REQ_ERR_INVALID_JSON, "");
+    BERR("null", TXN_TCC, REQ_ERR_INVALID_JSON, "");
+    BERR("\"x\"", TXN_TCC, REQ_ERR_INVALID_JSON, "");
+    BERR("{\"confirm\":\"http://c/\"," TCC_URLS "}", TXN_TCC, REQ_ERR_INVALID_JSON, "");
+    BERR("{" TCC_URLS "} x", TXN_TCC, REQ_ERR_INVALID_JSON, "");
+    check_branch_err("{" TCC_URLS "}\0", strlen("{" TCC_URLS "}") + 1, TXN_TCC,
+                     REQ_ERR_INVALID_JSON, "", __LINE__);
+}
+
+static void test_branch_2pc(void **state)
+{
+    (void)state;
+    struct step_spec s;
+    const char *b = "{" XA_URLS "}";
+    parse_branch_ok(b, strlen(b), TXN_2PC, &s);
+    assert_null(s.id);
+    assert_string_equal(s.prepare, "http://x/prepare");
+    assert_string_equal(s.action, "http://x/commit");
+    assert_string_equal(s.compensate, "http://x/rollback");
+    assert_string_equal(s.payload, "{}");
+    step_spec_clear(&s);
+
+    b = "{\"payload\":\"text\",\"branch\":\"7\"," XA_URLS "}";
+    parse_branch_ok(b, strlen(b), TXN_2PC, &s);
+    assert_string_equal(s.id, "7");
+    assert_string_equal(s.payload, "\"text\"");
+    step_spec_clear(&s);
+
+    BERR("{\"commit\":\"http://x/\",\"rollback\":\"http://x/\"}", TXN_2PC, REQ_ERR_MISSING_FIELD,
+         "prepare");
+    BERR("{\"prepare\":\"http://x/\",\"rollback\":\"http://x/\"}", TXN_2PC, REQ_ERR_MISSING_FIELD,
+         "commit");
+    BERR("{\"branch\":\"b\",\"prepare\":\"http://x/\",\"commit\":\"http://x/\"}", TXN_2PC,
+         REQ_ERR_MISSING_FIELD, "rollback"); /* id, prepare and commit are freed */
+    BERR("{}", TXN_2PC, REQ_ERR_MISSING_FIELD, "prepare");
+    check_branch_err(NULL, 0, TXN_2PC, REQ_ERR_MISSING_FIELD, "prepare", __LINE__);
+    BERR("{\"prepare\":true,\"commit\":\"http://x/\",\"rollback\":\"http://x/\"}", TXN_2PC,
+         REQ_ERR_WRONG_TYPE, "prepare");
+    BERR("{\"prepare\":\"http://x/\",\"commit\":{},\"rollback\":\"http://x/\"}", TXN_2PC,
+         REQ_ERR_WRONG_TYPE, "commit");
+    BERR("{\"prepare\":\"http://x/\",\"commit\":\"http://x/\",\"rollback\":5}", TXN_2PC,
+         REQ_ERR_WRONG_TYPE, "rollback");
+    BERR("{\"prepare\":\"x\",\"commit\":\"http://x/\",\"rollback\":\"http://x/\"}", TXN_2PC,
+         REQ_ERR_INVALID_URL, "prepare");
+    BERR("{\"prepare\":\"http://x/\",\"commit\":\"http://x:99999/\",\"rollback\":\"http://x/\"}",
+         TXN_2PC, REQ_ERR_INVALID_URL, "commit");
+    BERR("{\"prepare\":\"http://x/\",\"commit\":\"http://x/\",\"rollback\":\"http://x/ y\"}",
+         TXN_2PC, REQ_ERR_INVALID_URL, "rollback");
+    BERR("{\"branch\":\"\"," XA_URLS "}", TXN_2PC, REQ_ERR_INVALID_VALUE, "branch");
+    BERR("{\"branch\":7," XA_URLS "}", TXN_2PC, REQ_ERR_WRONG_TYPE, "branch");
+    /* tcc's names are unknown here */
+    BERR("{\"confirm\":\"http://x/\"," XA_URLS "}", TXN_2PC, REQ_ERR_UNKNOWN_FIELD, "confirm");
+    BERR("{\"cancel\":\"http://x/\"," XA_URLS "}", TXN_2PC, REQ_ERR_UNKNOWN_FIELD, "cancel");
+    BERR("{\"after\":[1]," XA_URLS "}", TXN_2PC, REQ_ERR_UNKNOWN_FIELD, "after");
+    BERR("[" XA_URLS "]", TXN_2PC, REQ_ERR_INVALID_JSON, "");
+    BERR("{\"branch\":\"a\",\"branch\":\"a\"," XA_URLS "}", TXN_2PC, REQ_ERR_INVALID_JSON, "");
+}
+
+/* ---- submit / abort bodies ---------------------------------------------- */
+
+static void control_ok(const char *body, size_t len, const struct req_limits *l, int want_wait,
+                       uint32_t want_timeout, int line)
+{
+    int wait = -1;
+    uint32_t timeout = 12345;
+    struct req_error err = {0};
+    int rc = request_parse_control(body, len, l, &wait, &timeout, &err);
+    if (rc != 0 || wait != want_wait || timeout != want_timeout)
+        fail_msg("line %d: want wait %d timeout %u, got rc %d (%s at '%s') wait %d timeout %u",
+                 line, want_wait, want_timeout, rc, err.code ? err.code : "-", err.field, wait,
+                 timeout);
+}
+
+static void control_err(const char *body, size_t len, const struct req_limits *l, const char *code,
+                        const char *field, int line)
+{
+    int wait;
+    uint32_t timeout;
+    struct req_error err = {0};
+    int rc = request_parse_control(body, len, l, &wait, &timeout, &err);
+    if (rc != DTX_EINVAL || err.code == NULL || strcmp(err.code, code) != 0 ||
+        strcmp(err.field, field) != 0)
+        fail_msg("line %d: want %s at '%s', got rc %d %s at '%s' (%s)", line, code, field, rc,
+                 err.code ? err.code : "(none)", err.field, err.message);
+    if (field[0] != '\0' && strncmp(err.message, field, strlen(field)) != 0)
+        fail_msg("line %d: message does not name %s: %s", line, field, err.message);
+}
+
+#define COK(body, w, t)  control_ok(body, strlen(body), &lim, w, t, __LINE__)
+#define CERR(body, c, f) control_err(body, strlen(body), &lim, c, f, __LINE__)
+
+static void test_control(void **state)
+{
+    (void)state;
+    /* empty body and {}: no wait, the default wait timeout */
+    control_ok(NULL, 0, &lim, 0, 30000, __LINE__);
+    control_ok("", 0, &lim, 0, 30000, __LINE__);
+    control_ok("garbage", 0, &lim, 0, 30000, __LINE__); /* len 0: nothing is read */
+    COK("{}", 0, 30000);
+    COK(" { } ", 0, 30000);
+    COK("\r\n", 0, 30000); /* only whitespace: no body */
+    COK(" \t ", 0, 30000);
+    COK("{\"wait\":true}", 1, 30000);
+    COK("{\"wait\":false}", 0, 30000);
+    COK("{\"wait\":true,\"wait_timeout_ms\":5000}", 1, 5000);
+    COK("{\"wait_timeout_ms\":1}", 0, 1);
+    COK("{\"wait\":true,\"wait_timeout_ms\":60000}", 1, 60000);
+
+    /* a default above the operator's maximum is brought down to it */
+    struct req_limits l = lim;
+    l.max_wait_ms = 1000;
+    control_ok("{\"wait\":true}", strlen("{\"wait\":true}"), &l, 1, 1000, __LINE__);
+    control_ok(NULL, 0, &l, 0, 1000, __LINE__);
+    control_err("{\"wait_timeout_ms\":1001}", strlen("{\"wait_timeout_ms\":1001}"), &l,
+                REQ_ERR_INVALID_VALUE, "wait_timeout_ms", __LINE__);
+
+    CERR("{\"wait\":1}", REQ_ERR_WRONG_TYPE, "wait");
+    CERR("{\"wait\":\"true\"}", REQ_ERR_WRONG_TYPE, "wait");
+    CERR("{\"wait\":null}", REQ_ERR_WRONG_TYPE, "wait");
+    CERR("{\"wait\":[true]}", REQ_ERR_WRONG_TYPE, "wait");
+    CERR("{\"wait_timeout_ms\":0}", REQ_ERR_INVALID_VALUE, "wait_timeout_ms");
+    CERR("{\"wait_timeout_ms\":-1}", REQ_ERR_INVALID_VALUE, "wait_timeout_ms");
+    CERR("{\"wait\":true,\"wait_timeout_ms\":60001}", REQ_ERR_INVALID_VALUE, "wait_timeout_ms");
+    CERR("{\"wait_timeout_ms\":4294967296}", REQ_ERR_INVALID_VALUE, "wait_timeout_ms");
+    CERR("{\"wait_timeout_ms\":\"5\"}", REQ_ERR_WRONG_TYPE, "wait_timeout_ms");
+    CERR("{\"wait_timeout_ms\":1.5}", REQ_ERR_WRONG_TYPE, "wait_timeout_ms");
+    CERR("{\"wait_timeout_ms\":null}", REQ_ERR_WRONG_TYPE, "wait_timeout_ms");
+    CERR("{\"Wait\":true}", REQ_ERR_UNKNOWN_FIELD, "Wait");
+    CERR("{\"wait\":true,\"timeout_ms\":5}", REQ_ERR_UNKNOWN_FIELD, "timeout_ms");
+    CERR("{\"wait\":1,\"x\":2}", REQ_ERR_UNKNOWN_FIELD, "x"); /* keys are checked first */
+    CERR("{", REQ_ERR_INVALID_JSON, "");
+    CERR("[]", REQ_ERR_INVALID_JSON, "");
+    CERR("null", REQ_ERR_INVALID_JSON, "");
+    CERR("true", REQ_ERR_INVALID_JSON, "");
+    CERR("{\"wait\":true,\"wait\":false}", REQ_ERR_INVALID_JSON, "");
+    CERR("{} {}", REQ_ERR_INVALID_JSON, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -619,6 +1065,11 @@ int main(void)
         cmocka_unit_test(test_wait),
         cmocka_unit_test(test_gid),
         cmocka_unit_test(test_error_after_partial_fill),
+        cmocka_unit_test(test_create_tcc_2pc),
+        cmocka_unit_test(test_create_msg),
+        cmocka_unit_test(test_branch_tcc),
+        cmocka_unit_test(test_branch_2pc),
+        cmocka_unit_test(test_control),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
