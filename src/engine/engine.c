@@ -789,6 +789,10 @@ static void apply_branch(struct engine *e, const struct txn *rec)
                           .payload_len = rb->payload_len};
     struct branch *b = txn_add_branch(t, &s, rb->updated_at);
     b->state = rb->state;
+    b->prepare_attempts = rb->prepare_attempts;
+    b->action_attempts = rb->action_attempts;
+    b->compensate_attempts = rb->compensate_attempts;
+    branch_set_error(b, rb->last_error);
 }
 
 static int replay(void *arg, const void *rec, size_t len)
