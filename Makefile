@@ -24,6 +24,7 @@ FMT_SRC := $(shell find src tests bench include examples -name '*.[ch]' 2>/dev/n
 # Parts beyond the coordinator (libdtx, dtxctl, examples) each describe their
 # build in mk/*.mk: they add programs to EXTRA_ALL and unit-test binaries to
 # EXTRA_UNIT_BIN.
+.DEFAULT_GOAL := all
 EXTRA_ALL :=
 EXTRA_UNIT_BIN :=
 -include mk/*.mk

@@ -165,6 +165,350 @@ int dtx_msg_check_sqlite(sqlite3 *db, const char *gid, enum dtx_msg_state *out);
  * no state). */
 int dtx_msg_http_status(enum dtx_msg_state s);
 
+/* ---- client side -------------------------------------------------------- */
+/* (owned by the client implementation: see src/libdtx/client.c) */
+
+/*
+ * A client of the dtxd HTTP API (docs/API.md). One struct dtx_client holds
+ * one libcurl easy handle, so calls on it reuse a kept-alive connection; it
+ * must not be used by two threads at once (make one client per thread).
+ *
+ *   struct dtx_client *c;
+ *   struct dtx_spec *s;
+ *   struct dtx_txn *t;
+ *   dtx_client_new("http://127.0.0.1:7788", &c);
+ *   dtx_saga_new(&s);
+ *   dtx_saga_add_step(s, "http://a/debit", "http://a/debit-undo", "{\"amount\":30}");
+ *   dtx_saga_add_step(s, "http://b/credit", "http://b/credit-undo", "{\"amount\":30}");
+ *   if (dtx_create(c, s, &t) == 0) { ... t->gid, t->status ... dtx_txn_free(t); }
+ *   else { const struct dtx_error *e = dtx_client_last_error(c); ... }
+ *   dtx_spec_free(s);
+ *   dtx_client_free(c);
+ *
+ * libcurl is initialised by the first dtx_client_new() when the program has
+ * not called curl_global_init() itself; a threaded program should call
+ * curl_global_init(CURL_GLOBAL_DEFAULT) once before starting its threads.
+ */
+struct dtx_client;
+
+/* Limits of the identifiers the API accepts: a gid is 1-128 bytes and a
+ * branch id 1-64 bytes, both of A-Z a-z 0-9 . _ : - */
+#define DTX_GID_MAX    128
+#define DTX_BRANCH_MAX 64
+
+/* The default per-request timeout of a new client, in milliseconds. */
+#define DTX_CLIENT_TIMEOUT_MS 30000
+
+/*
+ * Make a client of the coordinator at base_url ("http://host:port", or
+ * https; a trailing '/' is ignored). No connection is made yet.
+ * OUT: *out, freed with dtx_client_free().
+ * Errors: DTX_EINVAL (NULL, or not an http(s):// URL), DTX_ENOMEM.
+ */
+int dtx_client_new(const char *base_url, struct dtx_client **out);
+
+/* Free a client and close its connections. NULL is allowed. */
+void dtx_client_free(struct dtx_client *c);
+
+/*
+ * Set the time one HTTP request may take, connecting included (default
+ * DTX_CLIENT_TIMEOUT_MS; 0 means no limit). A request that asks the
+ * coordinator to wait gets its wait bound on top of this.
+ * Errors: DTX_EINVAL (c NULL or timeout_ms negative).
+ */
+int dtx_client_set_timeout(struct dtx_client *c, int64_t timeout_ms);
+
+/*
+ * What went wrong in the last call made with a client. Every client call
+ * (dtx_create ... dtx_tcc_try) resets it first; it stays valid, and
+ * unchanged, until the next call on the same client.
+ */
+struct dtx_error {
+    int code;        /* DTX_E* of the last call; 0 if it succeeded */
+    int http_status; /* status of the coordinator's answer; 0 if none came */
+    /* the error body's "code" ("missing_field", "invalid_state", ...); "" when
+     * there was no error body */
+    const char *api_code;
+    /* the error body's "field" ("steps[0].action"); "" when none */
+    const char *field;
+    /* never NULL: the error body's "message", libcurl's error text, or a
+     * description of the local failure */
+    const char *message;
+};
+
+/* The error of the last call on c (see struct dtx_error). Never NULL for a
+ * non-NULL c; owned by c. */
+const struct dtx_error *dtx_client_last_error(const struct dtx_client *c);
+
+/*
+ * Building a create request: struct dtx_spec is the body of
+ * POST /v1/transactions, made by the constructor of its mode and completed by
+ * the setters below. Arguments are checked when they are given, so that a
+ * mistake is reported where it is made: a NULL or empty string, a URL
+ * without "scheme://", a payload that is not JSON, a gid outside its
+ * alphabet, a number out of range are DTX_EINVAL and leave the spec as it
+ * was.
+ * Ranges the coordinator checks (e.g. the number of steps) are left to it.
+ * A payload is JSON text of any type ("{\"a\":1}", "42", "null"); NULL
+ * leaves it out (the coordinator then sends {}).
+ */
+struct dtx_spec;
+
+/* A saga (steps added with dtx_saga_add_step; it starts when created).
+ * OUT: *out, freed with dtx_spec_free(). Errors: DTX_EINVAL, DTX_ENOMEM. */
+int dtx_saga_new(struct dtx_spec **out);
+
+/* A TCC transaction, created "prepared" with no branches: register them with
+ * dtx_register_tcc(), call each Try (dtx_tcc_try), then dtx_submit() or
+ * dtx_abort(). OUT: *out. Errors: DTX_EINVAL, DTX_ENOMEM. */
+int dtx_tcc_new(struct dtx_spec **out);
+
+/* A 2pc transaction, created "prepared" with no branches: register them with
+ * dtx_register_2pc(), then dtx_submit() (the coordinator prepares and
+ * commits) or dtx_abort(). OUT: *out. Errors: DTX_EINVAL, DTX_ENOMEM. */
+int dtx_2pc_new(struct dtx_spec **out);
+
+/* A two-phase message whose local transaction is confirmed by check_url
+ * (asked by the coordinator when no submit comes before timeout_ms), with
+ * steps added by dtx_msg_add_step(). Created "prepared"; dtx_submit() after
+ * the local commit delivers the steps. OUT: *out.
+ * Errors: DTX_EINVAL (bad check_url), DTX_ENOMEM. */
+int dtx_msg_new(const char *check_url, struct dtx_spec **out);
+
+/* Free a spec. NULL is allowed. */
+void dtx_spec_free(struct dtx_spec *s);
+
+/*
+ * Append a step to a saga: action and compensate URLs, payload JSON text or
+ * NULL. Steps are numbered from 1 in the order they are added.
+ * Errors: DTX_EINVAL (not a saga, bad URL or payload), DTX_ENOMEM.
+ */
+int dtx_saga_add_step(struct dtx_spec *s, const char *action, const char *compensate,
+                      const char *payload);
+
+/*
+ * Make step `step` (1-based, already added) of a saga wait for the steps
+ * after[0..n-1] (1-based; they may be added later) to succeed.
+ * Giving `after` to any step (even n == 0) makes the saga concurrent: see
+ * docs/API.md. after may be NULL when n is 0.
+ * Errors: DTX_EINVAL (not a saga, no such step, a number < 1 or naming the
+ * step itself), DTX_ENOMEM. Cycles are refused by the coordinator.
+ */
+int dtx_saga_set_after(struct dtx_spec *s, int step, const int *after, size_t n);
+
+/* Append a step to a msg: the action target and payload JSON text or NULL.
+ * Errors: DTX_EINVAL (not a msg, bad URL or payload), DTX_ENOMEM. */
+int dtx_msg_add_step(struct dtx_spec *s, const char *action, const char *payload);
+
+/* Set the gid (1-DTX_GID_MAX bytes of A-Z a-z 0-9 . _ : -), which makes the
+ * creation idempotent. Without one, the coordinator makes one up.
+ * Errors: DTX_EINVAL. */
+int dtx_spec_set_gid(struct dtx_spec *s, const char *gid);
+
+/* Set the retry policy; a negative value leaves that field to the
+ * coordinator's default. Errors: DTX_EINVAL (s NULL). */
+int dtx_spec_set_retry(struct dtx_spec *s, int64_t initial_interval_ms, int64_t max_interval_ms,
+                       int64_t limit);
+
+/* Set the timeout of each participant call (request_timeout_ms).
+ * Errors: DTX_EINVAL (s NULL, ms < 1). */
+int dtx_spec_set_request_timeout(struct dtx_spec *s, int64_t ms);
+
+/* Set timeout_ms: for a saga, roll back when still going forward this long
+ * after creation (0: never); for a msg, ask `check` when no submit came this
+ * long after creation. Errors: DTX_EINVAL (s NULL, ms < 0). */
+int dtx_spec_set_timeout(struct dtx_spec *s, int64_t ms);
+
+/* Ask the coordinator to answer the create only when the transaction has
+ * finished, or wait_timeout_ms has passed (0: its default bound). Only
+ * meaningful for a saga. Errors: DTX_EINVAL (s NULL, ms < 0). */
+int dtx_spec_set_wait(struct dtx_spec *s, int64_t wait_timeout_ms);
+
+/* The request body a spec makes, as compact JSON text.
+ * OUT: *out, freed with dtx_free(). Errors: DTX_EINVAL (a saga or msg
+ * without steps, or s NULL), DTX_ENOMEM. */
+int dtx_spec_to_json(const struct dtx_spec *s, char **out);
+
+/* Free memory the library handed out as plain bytes (dtx_spec_to_json). */
+void dtx_free(void *p);
+
+/*
+ * A transaction as the coordinator answered it (create, submit, abort,
+ * retry, get, wait, and - as a summary - list). Strings are NUL-terminated,
+ * owned by the struct and valid until dtx_txn_free(); a field absent from
+ * the answer is NULL (strings) or -1 (numbers), unless said otherwise.
+ */
+#define DTX_BRANCH_OPS_MAX 3
+
+struct dtx_branch_op {
+    const char *op;   /* "prepare", "action", "confirm", "commit", "compensate", "cancel",
+                         "rollback", in the order the mode calls them */
+    const char *url;  /* the target URL of this op */
+    int64_t attempts; /* calls made so far (<op>_attempts) */
+};
+
+struct dtx_branch {
+    const char *id;     /* "branch": "1", "2", ... or the client's id */
+    const char *status; /* pending, running, prepared, succeeded, failed, compensating,
+                           compensated */
+    struct dtx_branch_op ops[DTX_BRANCH_OPS_MAX];
+    size_t n_ops;
+    const char *payload;    /* compact JSON text; "{}" when absent */
+    const char *last_error; /* the latest failed call, NULL when none failed */
+    const char *updated_at; /* RFC 3339 */
+    const int *after;       /* a concurrent saga's step dependencies, or NULL */
+    size_t n_after;
+    int has_after; /* 1 when the answer had "after" (even []) */
+};
+
+struct dtx_txn {
+    int http_status; /* 200, 201 or 202 (202: a wait bound passed first) */
+    const char *gid;
+    const char *type;       /* saga, tcc, 2pc, msg */
+    const char *status;     /* prepared, submitted, committing, succeeded, aborting, failed */
+    int needs_attention;    /* 1: a must-succeed call ran out of retries, still retried */
+    const char *created_at; /* RFC 3339, e.g. "2026-11-21T17:40:00.123Z" */
+    const char *updated_at;
+    const char *finished_at; /* NULL until succeeded or failed */
+    const char *check;       /* a msg's check URL; NULL for other modes */
+    int64_t retry_initial_interval_ms, retry_max_interval_ms, retry_limit;
+    int64_t request_timeout_ms, timeout_ms;
+    struct dtx_branch *branches; /* n_branches entries (none in a list summary) */
+    size_t n_branches;
+    int64_t branch_count; /* the summary's branch_count in a list; else n_branches */
+    const char *json;     /* the raw JSON text this was parsed from */
+};
+
+/* 1 when status is final ("succeeded" or "failed"), else 0. */
+int dtx_txn_is_final(const struct dtx_txn *t);
+
+/* Free a transaction answer. NULL is allowed. */
+void dtx_txn_free(struct dtx_txn *t);
+
+/*
+ * How the calls below fail (besides what each one lists):
+ *   DTX_EINVAL    a bad argument, detected before anything is sent
+ *   DTX_ENOMEM    out of memory
+ *   DTX_EIO       no connection, or it broke, or the client timeout passed
+ *   DTX_EPROTO    an answer that is not the API (not JSON, fields missing)
+ *   DTX_ENOTFOUND 404: no such transaction
+ *   DTX_ECONFLICT 409: gid_conflict, branch_conflict, invalid_state, ...
+ *   DTX_EAPI      any other refusal (400, 413, 503, ...)
+ * dtx_client_last_error() then gives the HTTP status and the error body's
+ * code, field and message. OUT parameters are set only on success.
+ */
+
+/* POST /v1/transactions with the body of s.
+ * OUT: *out (may be NULL when the answer is not wanted), freed with
+ * dtx_txn_free(); its http_status says 201 (new), 200 (existed with the same
+ * body) or 202 (wait asked and its bound passed first). */
+int dtx_create(struct dtx_client *c, const struct dtx_spec *s, struct dtx_txn **out);
+
+/* POST /v1/transactions with a body given as JSON text, e.g. read from a
+ * file. The text must be a JSON object (DTX_EINVAL otherwise, with
+ * jansson's line and column in the error message); it is sent as is.
+ * OUT: *out (may be NULL), as for dtx_create. */
+int dtx_create_json(struct dtx_client *c, const char *body, struct dtx_txn **out);
+
+/*
+ * Register a TCC branch of the prepared transaction gid, before calling its
+ * Try. branch is the client's id for it (1-DTX_BRANCH_MAX bytes of
+ * A-Z a-z 0-9 . _ : -) or NULL to let the coordinator number it; payload is
+ * JSON text or NULL. Registering the same id with the same body again is
+ * harmless. OUT: branch_out (may be NULL; at least DTX_BRANCH_MAX + 1 bytes)
+ * receives the branch id. Errors: DTX_ECONFLICT (not prepared, not tcc,
+ * branch_conflict, too_many_branches), DTX_ENOTFOUND, ...
+ */
+int dtx_register_tcc(struct dtx_client *c, const char *gid, const char *branch, const char *confirm,
+                     const char *cancel, const char *payload, char *branch_out);
+
+/* Register a 2pc branch: as dtx_register_tcc, with the participant's
+ * prepare, commit and rollback URLs. */
+int dtx_register_2pc(struct dtx_client *c, const char *gid, const char *branch, const char *prepare,
+                     const char *commit, const char *rollback, const char *payload,
+                     char *branch_out);
+
+/*
+ * POST /v1/transactions/{gid}/submit: commit a prepared tcc/2pc/msg (a
+ * transaction already going forward or finished is answered as it is).
+ * wait_timeout_ms > 0 asks the coordinator to answer only when finished, or
+ * after that bound (http_status 202); 0 answers at once.
+ * OUT: *out (may be NULL). Errors: DTX_ECONFLICT (aborting or failed), ...
+ */
+int dtx_submit(struct dtx_client *c, const char *gid, int64_t wait_timeout_ms,
+               struct dtx_txn **out);
+
+/*
+ * POST /v1/transactions/{gid}/abort: roll back a prepared tcc/2pc/msg, a
+ * submitted saga, or a 2pc before its commit decision. wait_timeout_ms and
+ * OUT as for dtx_submit. Errors: DTX_ECONFLICT (already committing or
+ * succeeded), ...
+ */
+int dtx_abort(struct dtx_client *c, const char *gid, int64_t wait_timeout_ms, struct dtx_txn **out);
+
+/* POST /v1/transactions/{gid}/retry: try every waiting retry now.
+ * OUT: *out (may be NULL). Errors: DTX_ECONFLICT (already finished), ... */
+int dtx_retry(struct dtx_client *c, const char *gid, struct dtx_txn **out);
+
+/* GET /v1/transactions/{gid}. OUT: *out, freed with dtx_txn_free().
+ * Errors: DTX_ENOTFOUND, ... */
+int dtx_get(struct dtx_client *c, const char *gid, struct dtx_txn **out);
+
+/*
+ * Poll GET /v1/transactions/{gid} (at growing intervals up to 200 ms) until
+ * the transaction is final or timeout_ms has passed (0: look once).
+ * OUT: *out, the final transaction, freed with dtx_txn_free().
+ * Errors: DTX_ETIMEDOUT (not final in time), DTX_ENOTFOUND, ...
+ */
+int dtx_wait(struct dtx_client *c, const char *gid, int64_t timeout_ms, struct dtx_txn **out);
+
+/* Filters of dtx_list; zero it for "everything, default page size". */
+struct dtx_list_opts {
+    const char *status; /* one of the transaction states, or NULL */
+    const char *type;   /* saga, tcc, 2pc, msg, or NULL */
+    int limit;          /* 1-1000; 0: the coordinator's default (50) */
+    const char *cursor; /* next_cursor of the previous page, or NULL */
+};
+
+/* One page of GET /v1/transactions, newest first. The items belong to the
+ * list (never dtx_txn_free() one): they are summaries without branches,
+ * retry or timeouts (those fields are NULL / -1), with branch_count set and
+ * json NULL. */
+struct dtx_txn_list {
+    struct dtx_txn *items; /* n summaries */
+    size_t n;
+    const char *next_cursor; /* NULL on the last page */
+    const char *json;        /* the raw JSON text of the page */
+};
+
+/* GET /v1/transactions with the filters of opts (NULL: none).
+ * OUT: *out, freed with dtx_txn_list_free(). Errors: DTX_EAPI (a bad
+ * filter: invalid_value), ... */
+int dtx_list(struct dtx_client *c, const struct dtx_list_opts *opts, struct dtx_txn_list **out);
+
+/* Free a list page. NULL is allowed. */
+void dtx_txn_list_free(struct dtx_txn_list *l);
+
+/* The outcome of a Try call (dtx_tcc_try). */
+enum dtx_try_result {
+    DTX_TRY_SUCCEEDED = 0, /* 2xx: the resources are reserved; go on, then dtx_submit() */
+    DTX_TRY_FAILED,        /* 409: the participant refused; dtx_abort() the transaction */
+    DTX_TRY_TRANSIENT,     /* anything else (a status, no connection, timeout): the
+                              outcome is unknown; call the Try again or dtx_abort() */
+};
+
+/*
+ * Call a TCC Try on a participant: POST try_url with payload (JSON text, or
+ * NULL for {}) as body and the headers dtxd sends to participants (Dtx-Gid,
+ * Dtx-Branch, Dtx-Op: try, Dtx-Type: tcc, Idempotency-Key gid/branch/try),
+ * within the client's timeout. Register the branch first (dtx_register_tcc).
+ * OUT: *result. A participant that cannot be reached is DTX_TRY_TRANSIENT
+ * (returns 0); dtx_client_last_error() then holds its status or libcurl's
+ * error text. Errors: DTX_EINVAL, DTX_ENOMEM only.
+ */
+int dtx_tcc_try(struct dtx_client *c, const char *try_url, const char *gid, const char *branch,
+                const char *payload, enum dtx_try_result *result);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,49 @@
+/*
+ * client_int.h - what the files of libdtx's client share and do not export:
+ * argument checks (spec.c), the parsing of answers (reply.c) and the spec's
+ * body (used by client.c). Symbols are prefixed libdtx_ and hidden from the
+ * shared library.
+ */
+#ifndef LIBDTX_CLIENT_INT_H
+#define LIBDTX_CLIENT_INT_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "dtx.h"
+
+#ifndef LIBDTX_VERSION
+#define LIBDTX_VERSION "0.1.0"
+#endif
+
+#define LIBDTX_HIDDEN __attribute__((visibility("hidden")))
+
+/* 1 when s is 1-max bytes of A-Z a-z 0-9 . _ : - (a gid or a branch id). */
+LIBDTX_HIDDEN int libdtx_valid_id(const char *s, size_t max);
+
+/* 1 when s is a non-empty "scheme://rest" with a letter-only scheme. */
+LIBDTX_HIDDEN int libdtx_valid_url(const char *s);
+
+/*
+ * Parse payload JSON text (any type). OUT: *out, a new reference.
+ * Errors: DTX_EINVAL (not JSON), DTX_ENOMEM.
+ */
+LIBDTX_HIDDEN int libdtx_parse_payload(const char *payload, json_t **out);
+
+/* The body of s (a new reference). Errors: DTX_EINVAL (no steps), DTX_ENOMEM. */
+LIBDTX_HIDDEN int libdtx_spec_body(const struct dtx_spec *s, json_t **out);
+
+/*
+ * Parse the JSON text of a transaction answer (len bytes; need not be
+ * NUL-terminated). The text is copied. OUT: *out. Errors: DTX_EPROTO (not a
+ * transaction object), DTX_ENOMEM. On DTX_EPROTO, why (a buffer of whylen
+ * bytes) says what was wrong.
+ */
+LIBDTX_HIDDEN int libdtx_reply_txn(const char *text, size_t len, struct dtx_txn **out, char *why,
+                                   size_t whylen);
+
+/* Parse a list page, as libdtx_reply_txn. */
+LIBDTX_HIDDEN int libdtx_reply_list(const char *text, size_t len, struct dtx_txn_list **out,
+                                    char *why, size_t whylen);
+
+#endif
