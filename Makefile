@@ -83,6 +83,13 @@ format:
 format-check:
 	@clang-format --dry-run -Werror $(FMT_SRC)
 
+# make install (mk/libdtx.mk adds libdtx and dtxctl): PREFIX, DESTDIR honoured.
+.PHONY: install install-dtxd
+install: install-dtxd
+install-dtxd: $(B)/dtxd
+	$(INSTALL) -d $(DESTDIR)$(BINDIR)
+	$(INSTALL) -m 755 $(B)/dtxd $(DESTDIR)$(BINDIR)/dtxd
+
 clean:
 	rm -rf $(B)
 
