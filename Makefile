@@ -59,8 +59,13 @@ unit: $(UNIT_BIN)
 test-unit: $(UNIT_BIN) $(EXTRA_UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN) $(EXTRA_UNIT_BIN); do echo "== $$t"; $$t; done
 
-test-integration: $(B)/dtxd
-	DTXD=$(CURDIR)/$(B)/dtxd /usr/bin/python3 -m pytest -q tests/integration
+# The integration tests find dtxctl, the live libdtx test and the bank
+# example next to $DTXD.
+INTEGRATION_ENV = DTXD=$(CURDIR)/$(1)/dtxd DTXCTL=$(CURDIR)/$(1)/dtxctl \
+	DTX_CLIENT_LIVE=$(CURDIR)/$(1)/tests/libdtx/test_client_live
+
+test-integration: $(B)/dtxd $(EXTRA_ALL)
+	$(call INTEGRATION_ENV,$(B)) /usr/bin/python3 -m pytest -q tests/integration
 
 test: all test-unit test-integration
 
@@ -71,11 +76,11 @@ bench: $(B)/dtxd $(BENCH_BIN)
 # UndefinedBehaviorSanitizer build, in build-asan/.
 asan:
 	$(MAKE) B=build-asan CFLAGS="$(SAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" \
-		build-asan/dtxd $(UNIT_BIN:$(B)/%=build-asan/%) $(EXTRA_UNIT_BIN:$(B)/%=build-asan/%)
+		build-asan/dtxd $(UNIT_BIN:$(B)/%=build-asan/%) $(EXTRA_ALL:$(B)/%=build-asan/%)
 	@set -e; for t in $(UNIT_BIN:$(B)/%=build-asan/%) $(EXTRA_UNIT_BIN:$(B)/%=build-asan/%); do \
 		echo "== $$t"; $$t; done
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-		DTXD=$(CURDIR)/build-asan/dtxd /usr/bin/python3 -m pytest -q tests/integration
+		$(call INTEGRATION_ENV,build-asan) /usr/bin/python3 -m pytest -q tests/integration
 
 format:
 	clang-format -i $(FMT_SRC)
