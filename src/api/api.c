@@ -167,9 +167,15 @@ static void render_branch(struct buf *b, const struct txn *t, const struct branc
     buf_puts(b, "{\"branch\":");
     put_str(b, br->id);
     buf_printf(b, ",\"status\":\"%s\"", branch_state_name(br->state));
-    put_url(b, nm->prepare, br->prepare);
-    put_url(b, nm->forward, br->action);
-    put_url(b, nm->undo, br->compensate);
+    static const char res[] = RESOURCE_URL_PREFIX;
+    if (br->prepare != NULL && strncmp(br->prepare, res, sizeof res - 1) == 0) {
+        buf_puts(b, ",\"resource\":");
+        put_str(b, br->prepare + sizeof res - 1);
+    } else {
+        put_url(b, nm->prepare, br->prepare);
+        put_url(b, nm->forward, br->action);
+        put_url(b, nm->undo, br->compensate);
+    }
     buf_puts(b, ",\"payload\":");
     buf_append(b, br->payload, br->payload_len);
     if (t->concurrent) {

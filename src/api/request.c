@@ -42,6 +42,10 @@
 
 #define BRANCH_ID_MAX       64
 #define MSG_DEFAULT_TIMEOUT 10000LL /* msg: ask check after 10 s without submit */
+/* tcc/2pc: roll back after 60 s without submit (or, 2pc, without a decision),
+ * so a client that dies never leaves participants holding reservations or
+ * prepared transactions' locks; 0 given explicitly means no deadline */
+#define HOLD_DEFAULT_TIMEOUT 60000LL
 
 static const char *const top_keys[] = {
     "gid",        "type", "steps",           "check", "retry", "request_timeout_ms",
@@ -49,8 +53,8 @@ static const char *const top_keys[] = {
 static const char *const saga_step_keys[] = {"action", "compensate", "payload", "after", NULL};
 static const char *const msg_step_keys[] = {"action", "payload", NULL};
 static const char *const tcc_branch_keys[] = {"branch", "confirm", "cancel", "payload", NULL};
-static const char *const xa_branch_keys[] = {"branch",   "prepare", "commit",
-                                             "rollback", "payload", NULL};
+static const char *const xa_branch_keys[] = {"branch",   "prepare", "commit", "rollback",
+                                             "resource", "payload", NULL};
 static const char *const control_keys[] = {"wait", "wait_timeout_ms", NULL};
 static const char *const retry_keys[] = {"initial_interval_ms", "max_interval_ms", "limit", NULL};
 
@@ -506,7 +510,9 @@ static int parse_options(json_t *root, const struct req_limits *lim, struct txn_
         0)
         return DTX_EINVAL;
     spec->request_timeout_ms = (uint32_t)v;
-    v = spec->type == TXN_MSG ? MSG_DEFAULT_TIMEOUT : 0;
+    v = spec->type == TXN_MSG                            ? MSG_DEFAULT_TIMEOUT
+        : spec->type == TXN_TCC || spec->type == TXN_2PC ? HOLD_DEFAULT_TIMEOUT
+                                                         : 0;
     if (get_int(root, "timeout_ms", "timeout_ms", spec->type == TXN_MSG ? 1 : 0, TXN_TIMEOUT_MAX,
                 &v, err) < 0)
         return DTX_EINVAL;
@@ -621,6 +627,39 @@ static json_t *load_object(const char *body, size_t len, struct req_error *err)
     return root;
 }
 
+/* A 2pc branch on a PostgreSQL resource: root.resource is res. */
+static int parse_resource(json_t *root, json_t *res, const struct req_limits *lim,
+                          struct step_spec *out, struct req_error *err)
+{
+    if (!json_is_string(res))
+        return fail(err, REQ_ERR_WRONG_TYPE, "resource", "resource must be a string (its name)");
+    const char *name = json_string_value(res);
+    if (strlen(name) != json_string_length(res) || lim->resource_ok == NULL ||
+        !lim->resource_ok(lim->resource_ok_arg, name))
+        return fail(err, REQ_ERR_INVALID_VALUE, "resource",
+                    "resource names no PostgreSQL resource dtxd is configured with");
+    static const char *const urls[] = {"prepare", "commit", "rollback"};
+    for (size_t i = 0; i < 3; i++)
+        if (json_object_get(root, urls[i]) != NULL)
+            return fail(err, REQ_ERR_INVALID_VALUE, urls[i],
+                        "%s is not allowed with resource: dtxd itself commits or rolls back",
+                        urls[i]);
+    if (out->id == NULL)
+        return fail(err, REQ_ERR_MISSING_FIELD, "branch",
+                    "branch is required with resource: it is part of the prepared "
+                    "transaction's name dtx:<gid>:<branch>");
+    if (strchr(out->id, ':') != NULL)
+        return fail(err, REQ_ERR_INVALID_VALUE, "branch",
+                    "branch must not contain ':' with resource (dtx:<gid>:<branch> is split at "
+                    "the last ':')");
+    size_t n = strlen(RESOURCE_URL_PREFIX) + strlen(name) + 1;
+    out->prepare = xmalloc(n);
+    snprintf(out->prepare, n, "%s%s", RESOURCE_URL_PREFIX, name);
+    out->action = xstrdup(out->prepare);
+    out->compensate = xstrdup(out->prepare);
+    return 0;
+}
+
 int request_parse_branch(const char *body, size_t len, enum txn_type type,
                          const struct req_limits *lim, struct step_spec *out, struct req_error *err)
 {
@@ -645,6 +684,14 @@ int request_parse_branch(const char *body, size_t len, enum txn_type type,
             goto fail;
         }
         out->id = xstrdup(s);
+    }
+    json_t *res = is_xa ? json_object_get(root, "resource") : NULL;
+    if (res != NULL) {
+        if (parse_resource(root, res, lim, out, err) != 0)
+            goto fail;
+        get_payload(root, out);
+        json_decref(root);
+        return 0;
     }
     if (is_xa && get_url(root, "prepare", NULL, lim, &out->prepare, err) != 0)
         goto fail;

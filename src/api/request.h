@@ -40,6 +40,10 @@ struct req_limits {
     /* Non-zero when a transport serves url's scheme; NULL accepts http(s) only. */
     int (*url_ok)(void *arg, const char *url);
     void *url_ok_arg;
+    /* Non-zero when a PostgreSQL resource of this name is configured (2pc
+     * branches on resources); NULL refuses every resource. */
+    int (*resource_ok)(void *arg, const char *name);
+    void *resource_ok_arg;
 };
 
 /*
@@ -50,9 +54,15 @@ struct req_limits {
 int request_parse_create(const char *body, size_t len, const struct req_limits *lim,
                          struct txn_spec **out /* OUT */, struct req_error *err /* OUT */);
 
+/* The URL a branch on PostgreSQL resource NAME holds for each of its
+ * operations: RESOURCE_URL_PREFIX NAME (transport/pg_resource.h). */
+#define RESOURCE_URL_PREFIX "resource://"
+
 /*
  * Decode a branch registration (POST /v1/transactions/{gid}/branches) for a
- * transaction of type (TXN_TCC or TXN_2PC). On success fills *out (free with
+ * transaction of type (TXN_TCC or TXN_2PC). A 2pc branch names either its
+ * three URLs or a "resource" (then every URL is RESOURCE_URL_PREFIX NAME and
+ * a branch id without ':' is required). On success fills *out (free with
  * step_spec_clear); on bad input returns DTX_EINVAL with err filled.
  */
 int request_parse_branch(const char *body, size_t len, enum txn_type type,

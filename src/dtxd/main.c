@@ -8,6 +8,7 @@
  * is durable and every reply waiting on it is sent, then exit 0. Unfinished
  * transactions continue at the next start.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,14 +17,18 @@
 
 #include "api/api.h"
 #include "api/http_server.h"
+#include "common/alloc.h"
 #include "common/err.h"
 #include "common/slog.h"
 #include "engine/engine.h"
 #include "store/wal.h"
 #include "transport/http_client.h"
+#include "transport/pg_resource.h"
 #include "transport/transport.h"
 
 #define DTX_VERSION "0.1.0"
+
+extern char **environ;
 
 struct options {
     const char *listen;
@@ -39,6 +44,10 @@ struct options {
     uint64_t retention_s;
     uint64_t segment_size;
     uint64_t compact_min_bytes;
+    const char *resources;
+    uint64_t resource_connections;
+    uint64_t resource_scan_ms;
+    uint64_t orphan_grace_ms;
 };
 
 /* One table drives --help, getopt and the DTX_* environment variables. */
@@ -81,14 +90,26 @@ static const struct opt_def opt_defs[] = {
      "log segment size in bytes before rotation (default 67108864)"},
     {"compact-min-bytes", "DTX_COMPACT_MIN_BYTES", OPT_U64, OFF(compact_min_bytes), 0, 1ull << 50,
      "compact once sealed segments hold this many bytes (default 2 x segment size)"},
+    {"resources", "DTX_RESOURCES_FILE", OPT_STR, OFF(resources), 0, 0,
+     "file of PostgreSQL resources for 2pc, one `NAME CONNINFO` per line (# comments); "
+     "DTX_RESOURCE_<NAME>=<conninfo> adds one too"},
+    {"resource-connections", "DTX_RESOURCE_CONNECTIONS", OPT_U64, OFF(resource_connections), 1, 256,
+     "connections per resource (default 8)"},
+    {"resource-scan-ms", "DTX_RESOURCE_SCAN_MS", OPT_U64, OFF(resource_scan_ms), 100, 86400000,
+     "how often every resource's pg_prepared_xacts is scanned for dtx: transactions (default "
+     "10000)"},
+    {"orphan-grace-ms", "DTX_ORPHAN_GRACE_MS", OPT_U64, OFF(orphan_grace_ms), 0, 86400000,
+     "a prepared dtx: transaction no transaction knows is rolled back once this old (default "
+     "60000)"},
 };
 #define NOPTS (sizeof opt_defs / sizeof opt_defs[0])
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: dtxd [options]\n\n"
-               "dtx coordinator: sagas over HTTP with a durable embedded log.\n\n"
-               "options (each also read from the environment variable shown):\n");
+    fprintf(f,
+            "usage: dtxd [options]\n\n"
+            "dtx coordinator: saga, tcc, 2pc and msg transactions with a durable embedded log.\n\n"
+            "options (each also read from the environment variable shown):\n");
     for (size_t i = 0; i < NOPTS; i++)
         fprintf(f, "  --%-20s %-24s %s\n", opt_defs[i].name, opt_defs[i].env, opt_defs[i].help);
     fprintf(f, "  --%-20s %-24s %s\n", "help", "", "show this help and exit");
@@ -135,6 +156,9 @@ static int parse_options(int argc, char **argv, struct options *o)
         .retention_s = 3600,
         .segment_size = 64u << 20,
         .compact_min_bytes = 0,
+        .resource_connections = 8,
+        .resource_scan_ms = 10000,
+        .orphan_grace_ms = 60000,
     };
     for (size_t i = 0; i < NOPTS; i++) {
         const char *v = getenv(opt_defs[i].env);
@@ -209,10 +233,132 @@ static int split_listen(const char *s, char *host, size_t hostlen, unsigned shor
     return 0;
 }
 
-/* req_limits.url_ok: a URL is acceptable when a transport serves its scheme. */
+/* req_limits.url_ok: a URL is acceptable when a transport serves its scheme
+ * (resource:// is named through a branch's "resource" field, not as a URL). */
 static int router_serves(void *arg, const char *url)
 {
-    return transport_router_knows(arg, url);
+    static const char res[] = PG_RESOURCE_SCHEME "://";
+    return strncmp(url, res, sizeof res - 1) != 0 && transport_router_knows(arg, url);
+}
+
+/* req_limits.resource_ok */
+static int resource_known(void *arg, const char *name)
+{
+    return pg_resources_has(arg, name);
+}
+
+/* ---- PostgreSQL resources ---- */
+
+struct resource_list {
+    struct pg_resource_def *defs;
+    size_t n, cap;
+    char **owned; /* strings to free */
+    size_t nowned;
+};
+
+static char *keep(struct resource_list *l, char *s)
+{
+    l->owned = xrealloc(l->owned, (l->nowned + 1) * sizeof *l->owned);
+    l->owned[l->nowned++] = s;
+    return s;
+}
+
+static void add_resource(struct resource_list *l, const char *name, const char *conninfo)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 4;
+        l->defs = xrealloc(l->defs, l->cap * sizeof *l->defs);
+    }
+    l->defs[l->n].name = keep(l, xstrdup(name));
+    l->defs[l->n].conninfo = keep(l, xstrdup(conninfo));
+    l->n++;
+}
+
+static void free_resources(struct resource_list *l)
+{
+    for (size_t i = 0; i < l->nowned; i++)
+        free(l->owned[i]);
+    free(l->owned);
+    free(l->defs);
+}
+
+/* Read `NAME CONNINFO` lines of path into l. Returns 0, or -1 after logging. */
+static int read_resources(const char *path, struct resource_list *l)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        slog_fatal("cannot read the resources file", "path=\"%s\" err=\"%s\"", path,
+                   strerror(errno));
+        return -1;
+    }
+    char line[4096];
+    int lineno = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        lineno++;
+        size_t n = strlen(line);
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' '))
+            line[--n] = '\0';
+        char *p = line + strspn(line, " \t");
+        if (*p == '\0' || *p == '#')
+            continue;
+        char *sep = p + strcspn(p, " \t");
+        char *conninfo = sep + strspn(sep, " \t");
+        if (*sep == '\0' || *conninfo == '\0') {
+            slog_fatal("resources file: a line needs a name and a connection string",
+                       "path=\"%s\" line=%d", path, lineno);
+            fclose(f);
+            return -1;
+        }
+        *sep = '\0';
+        add_resource(l, p, conninfo);
+    }
+    fclose(f);
+    return 0;
+}
+
+/* Whether the first n bytes of var are the environment name of an option. */
+static int is_option_env(const char *var, size_t n)
+{
+    for (size_t i = 0; i < NOPTS; i++)
+        if (strlen(opt_defs[i].env) == n && strncmp(opt_defs[i].env, var, n) == 0)
+            return 1;
+    return 0;
+}
+
+/* DTX_RESOURCE_<NAME>=<conninfo> from the environment. */
+static void env_resources(struct resource_list *l)
+{
+    static const char prefix[] = "DTX_RESOURCE_";
+    for (char **e = environ; *e != NULL; e++) {
+        if (strncmp(*e, prefix, sizeof prefix - 1) != 0)
+            continue;
+        const char *name = *e + sizeof prefix - 1;
+        const char *eq = strchr(name, '=');
+        if (eq == NULL || eq == name || is_option_env(*e, (size_t)(eq - *e)))
+            continue; /* DTX_RESOURCE_SCAN_MS and the like are options */
+        char buf[PG_RESOURCE_NAME_MAX + 2];
+        size_t len = (size_t)(eq - name);
+        if (len >= sizeof buf)
+            len = sizeof buf - 1; /* too long: pg_resources_new refuses it by name */
+        memcpy(buf, name, len);
+        buf[len] = '\0';
+        add_resource(l, buf, eq + 1);
+    }
+}
+
+/* engine outcome -> what the scan does with a prepared transaction */
+static enum pg_decision decide_prepared(void *arg, const char *gid, const char *branch)
+{
+    switch (engine_branch_outcome(arg, gid, branch)) {
+    case ENGINE_OUTCOME_COMMIT:
+        return PG_COMMIT;
+    case ENGINE_OUTCOME_ROLLBACK:
+        return PG_ROLLBACK;
+    case ENGINE_OUTCOME_UNKNOWN:
+        return PG_UNKNOWN;
+    default:
+        return PG_LEAVE;
+    }
 }
 
 struct daemon {
@@ -299,6 +445,27 @@ int main(int argc, char **argv)
     transport_router_add(&d.router, "http", http);
     transport_router_add(&d.router, "https", http);
 
+    struct resource_list rl = {0};
+    if (o.resources != NULL && read_resources(o.resources, &rl) != 0)
+        return 1;
+    env_resources(&rl);
+    char perr[256];
+    struct pg_resources_config pc = {
+        .defs = rl.defs,
+        .n = rl.n,
+        .connections = (uint32_t)o.resource_connections,
+        .scan_ms = o.resource_scan_ms,
+        .orphan_grace_ms = o.orphan_grace_ms,
+        .scan_timeout_ms = (uint32_t)o.request_timeout_ms,
+    };
+    struct transport *pg = pg_resources_new(d.loop, &pc, perr, sizeof perr);
+    free_resources(&rl);
+    if (pg == NULL) {
+        slog_fatal("bad resource configuration", "detail=\"%s\"", perr);
+        return 1;
+    }
+    transport_router_add(&d.router, PG_RESOURCE_SCHEME, pg);
+
     struct engine_config ec = {.retention_ms = o.retention_s * 1000,
                                .max_branches = (uint32_t)o.max_steps};
     d.engine = engine_new(d.loop, d.store, &d.router, &ec);
@@ -311,6 +478,7 @@ int main(int argc, char **argv)
     }
     slog_info("log replayed", "dir=\"%s\" ms=%llu", o.data_dir,
               (unsigned long long)((uv_hrtime() - t0) / 1000000));
+    pg_resources_scan_start(pg, decide_prepared, d.engine);
 
     struct api_config ac = {
         .limits =
@@ -324,6 +492,8 @@ int main(int argc, char **argv)
                     (uint32_t)(o.max_wait_ms < 30000 ? o.max_wait_ms : 30000),
                 .url_ok = router_serves,
                 .url_ok_arg = &d.router,
+                .resource_ok = resource_known,
+                .resource_ok_arg = pg,
             },
     };
     d.api = api_new(d.engine, &ac);

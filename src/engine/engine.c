@@ -703,6 +703,27 @@ int engine_retry_now(struct engine *e, const char *gid)
     return 0;
 }
 
+enum engine_outcome engine_branch_outcome(struct engine *e, const char *gid, const char *branch)
+{
+    const struct txn *t = hmap_get(&e->by_gid, gid);
+    if (t == NULL)
+        return ENGINE_OUTCOME_UNKNOWN;
+    if (t->type != TXN_2PC)
+        return ENGINE_OUTCOME_ROLLBACK; /* no other mode commits a prepared transaction */
+    int registered = txn_branch_by_id(t, branch) != NULL;
+    switch (t->state) {
+    case TXN_PREPARED:
+        return ENGINE_OUTCOME_PENDING; /* its registration may still come */
+    case TXN_SUBMITTED:
+        return registered ? ENGINE_OUTCOME_PENDING : ENGINE_OUTCOME_ROLLBACK;
+    case TXN_COMMITTING:
+    case TXN_SUCCEEDED:
+        return registered ? ENGINE_OUTCOME_COMMIT : ENGINE_OUTCOME_ROLLBACK;
+    default:
+        return ENGINE_OUTCOME_ROLLBACK;
+    }
+}
+
 const struct txn *engine_find(struct engine *e, const char *gid)
 {
     return hmap_get(&e->by_gid, gid);

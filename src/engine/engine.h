@@ -92,6 +92,16 @@ int engine_abort(struct engine *e, const char *gid, const struct engine_wait *w,
  * DTX_ENOTFOUND, DTX_ESTATE (finished), DTX_ECLOSED. */
 int engine_retry_now(struct engine *e, const char *gid);
 
+/* What branch `branch` of transaction gid is to become, for the recovery
+ * of prepared transactions on PostgreSQL resources (presumed abort). */
+enum engine_outcome {
+    ENGINE_OUTCOME_PENDING = 0, /* not decided yet: leave it */
+    ENGINE_OUTCOME_COMMIT,      /* the commit decision is logged */
+    ENGINE_OUTCOME_ROLLBACK,    /* rolled back, or not part of the decision */
+    ENGINE_OUTCOME_UNKNOWN,     /* no such transaction */
+};
+enum engine_outcome engine_branch_outcome(struct engine *e, const char *gid, const char *branch);
+
 /* The transaction with this gid, or NULL. Valid until control returns to the loop. */
 const struct txn *engine_find(struct engine *e, const char *gid);
 

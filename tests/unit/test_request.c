@@ -620,9 +620,15 @@ static void test_create_tcc_2pc(void **state)
         assert_int_equal(s->retry.max_ms, 30000);
         assert_int_equal(s->retry.limit, 10);
         assert_int_equal(s->request_timeout_ms, 10000);
-        assert_int_equal(s->timeout_ms, 0); /* no default deadline, unlike msg */
+        assert_int_equal(s->timeout_ms, 60000); /* a default deadline: 60 s */
         assert_int_equal(s->wait, 0);
         assert_int_equal(s->wait_timeout_ms, 30000);
+        txn_spec_free(s);
+
+        /* an explicit 0: no deadline */
+        snprintf(body, sizeof body, "{\"type\":\"%s\",\"timeout_ms\":0}", types[i]);
+        s = parse_ok(body, &lim);
+        assert_int_equal(s->timeout_ms, 0);
         txn_spec_free(s);
 
         snprintf(body, sizeof body,
