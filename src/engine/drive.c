@@ -35,6 +35,45 @@ int drive_other_stuck(const struct txn *t, const struct branch *b)
     return 0;
 }
 
+uint32_t drive_count(const struct txn *t, enum branch_state s)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < t->nbranches; i++)
+        n += t->branches[i].state == s;
+    return n;
+}
+
+void drive_refused_or_retry(struct engine *e, struct branch *b, const struct call_result *res,
+                            uint32_t attempts, drive_abort_fn abort_txn)
+{
+    struct txn *t = b->txn;
+    char err[256];
+    int64_t now = engine_now_wall();
+    drive_describe(res, err, sizeof err);
+    switch (res->outcome) {
+    case CALL_ONGOING:
+        engine_retry_in(e, b, t->retry.initial_ms);
+        return;
+    case CALL_FAILURE:
+        branch_set_error(b, err);
+        branch_set_state(b, BR_FAILED, now, "refused");
+        abort_txn(e, t, "a branch refused");
+        return;
+    default:
+        branch_set_error(b, err);
+        if (++b->transient > t->retry.limit) {
+            char why[300];
+            snprintf(why, sizeof why, "gave up after %u attempts: %s", attempts, err);
+            branch_set_error(b, why);
+            branch_set_state(b, BR_FAILED, now, "retries exhausted");
+            abort_txn(e, t, "a branch exhausted its retries");
+            return;
+        }
+        engine_retry_in(e, b, backoff_delay_ms(&t->retry, b->transient, rnd_next()));
+        return;
+    }
+}
+
 void drive_must_retry(struct engine *e, struct branch *b, const struct call_result *res,
                       engine_then_fn then)
 {

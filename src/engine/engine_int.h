@@ -81,6 +81,18 @@ void drive_describe(const struct call_result *res, char *out, size_t n);
 void drive_must_retry(struct engine *e, struct branch *b, const struct call_result *res,
                       engine_then_fn then);
 
+/* How many of t's branches are in state s. */
+uint32_t drive_count(const struct txn *t, enum branch_state s);
+
+/* A forward operation that may be refused (saga action, 2pc prepare) did
+ * not succeed (res: FAILURE, ONGOING or TRANSIENT; attempts: its calls so
+ * far). ONGOING: ask again after the fixed interval. FAILURE, or TRANSIENT
+ * past the retry limit: the branch fails and abort_txn(e, t, why) starts
+ * the rollback. Else: retry with backoff. */
+typedef void (*drive_abort_fn)(struct engine *e, struct txn *t, const char *why);
+void drive_refused_or_retry(struct engine *e, struct branch *b, const struct call_result *res,
+                            uint32_t attempts, drive_abort_fn abort_txn);
+
 /* Whether a must-succeed operation other than b's has exhausted its retries
  * (needs_attention stays set while one has). */
 int drive_other_stuck(const struct txn *t, const struct branch *b);

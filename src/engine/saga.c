@@ -23,9 +23,7 @@
 #include <stdlib.h>
 
 #include "common/alloc.h"
-#include "common/rnd.h"
 #include "common/slog.h"
-#include "engine/backoff.h"
 #include "engine/engine_int.h"
 
 static void saga_advance(struct engine *e, struct txn *t);
@@ -181,7 +179,6 @@ static void saga_advance(struct engine *e, struct txn *t)
 static void on_action(struct engine *e, struct branch *b, const struct call_result *res)
 {
     struct txn *t = b->txn;
-    char err[256];
     if (t->state != TXN_SUBMITTED) {
         /* aborted while the action was out (timeout): whatever it answered,
          * the step started, so it is compensated now */
@@ -196,27 +193,8 @@ static void on_action(struct engine *e, struct branch *b, const struct call_resu
             txn_set_state(t, TXN_SUCCEEDED, now, "last step succeeded");
         engine_log_update(e, t, b, after_log);
         return;
-    case CALL_FAILURE:
-        drive_describe(res, err, sizeof err);
-        branch_set_error(b, err);
-        branch_set_state(b, BR_FAILED, now, "action refused");
-        start_abort(e, t, "a step failed");
-        return;
-    case CALL_ONGOING:
-        engine_retry_in(e, b, t->retry.initial_ms);
-        return;
-    case CALL_TRANSIENT:
-        drive_describe(res, err, sizeof err);
-        branch_set_error(b, err);
-        if (++b->transient > t->retry.limit) {
-            char why[300];
-            snprintf(why, sizeof why, "gave up after %u attempts: %s", b->action_attempts, err);
-            branch_set_error(b, why);
-            branch_set_state(b, BR_FAILED, now, "retries exhausted");
-            start_abort(e, t, "a step exhausted its retries");
-            return;
-        }
-        engine_retry_in(e, b, backoff_delay_ms(&t->retry, b->transient, rnd_next()));
+    default:
+        drive_refused_or_retry(e, b, res, b->action_attempts, start_abort);
         return;
     }
 }

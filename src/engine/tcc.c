@@ -40,14 +40,6 @@ static void send_cancel(struct engine *e, struct branch *b)
     engine_call(e, b, "cancel", b->compensate, on_cancel);
 }
 
-static int count_in(const struct txn *t, enum branch_state s)
-{
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < t->nbranches; i++)
-        n += t->branches[i].state == s;
-    return (int)n;
-}
-
 static void confirm_all(struct engine *e, struct txn *t)
 {
     for (uint32_t i = 0; i < t->nbranches; i++) {
@@ -59,7 +51,7 @@ static void confirm_all(struct engine *e, struct txn *t)
             send_confirm(e, b); /* resumed after a restart */
         }
     }
-    if ((uint32_t)count_in(t, BR_SUCCEEDED) == t->nbranches &&
+    if (drive_count(t, BR_SUCCEEDED) == t->nbranches &&
         txn_set_state(t, TXN_SUCCEEDED, engine_now_wall(), "every branch confirmed") == 0)
         engine_log_update(e, t, NULL, after_log);
 }
@@ -75,7 +67,7 @@ static void cancel_all(struct engine *e, struct txn *t)
             send_cancel(e, b);
         }
     }
-    if ((uint32_t)count_in(t, BR_COMPENSATED) == t->nbranches &&
+    if (drive_count(t, BR_COMPENSATED) == t->nbranches &&
         txn_set_state(t, TXN_FAILED, engine_now_wall(), "every branch cancelled") == 0) {
         t->needs_attention = 0;
         engine_log_update(e, t, NULL, after_log);
@@ -102,7 +94,7 @@ static void on_confirm(struct engine *e, struct branch *b, const struct call_res
     int64_t now = engine_now_wall();
     branch_set_state(b, BR_SUCCEEDED, now, "confirmed");
     t->needs_attention = drive_other_stuck(t, b);
-    if ((uint32_t)count_in(t, BR_SUCCEEDED) == t->nbranches)
+    if (drive_count(t, BR_SUCCEEDED) == t->nbranches)
         txn_set_state(t, TXN_SUCCEEDED, now, "every branch confirmed");
     engine_log_update(e, t, b, after_log);
 }
@@ -117,7 +109,7 @@ static void on_cancel(struct engine *e, struct branch *b, const struct call_resu
     int64_t now = engine_now_wall();
     branch_set_state(b, BR_COMPENSATED, now, "cancelled");
     t->needs_attention = drive_other_stuck(t, b);
-    if ((uint32_t)count_in(t, BR_COMPENSATED) == t->nbranches)
+    if (drive_count(t, BR_COMPENSATED) == t->nbranches)
         txn_set_state(t, TXN_FAILED, now, "every branch cancelled");
     engine_log_update(e, t, b, after_log);
 }

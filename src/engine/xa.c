@@ -20,9 +20,7 @@
  * has no logged decision, so it is rolled back; one found "committing" goes
  * on committing.
  */
-#include "common/rnd.h"
 #include "common/slog.h"
-#include "engine/backoff.h"
 #include "engine/engine_int.h"
 
 static void xa_advance(struct engine *e, struct txn *t);
@@ -57,14 +55,6 @@ static void send_rollback(struct engine *e, struct branch *b)
     engine_call(e, b, "rollback", b->compensate, on_rollback);
 }
 
-static uint32_t count_in(const struct txn *t, enum branch_state s)
-{
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < t->nbranches; i++)
-        n += t->branches[i].state == s;
-    return n;
-}
-
 static void xa_abort(struct engine *e, struct txn *t, const char *why)
 {
     if (txn_set_state(t, TXN_ABORTING, engine_now_wall(), why) != 0)
@@ -94,7 +84,7 @@ static void prepare_all(struct engine *e, struct txn *t)
         if (t->state != TXN_SUBMITTED)
             return; /* a call failed at once and started the abort */
     }
-    if (count_in(t, BR_PREPARED) == t->nbranches)
+    if (drive_count(t, BR_PREPARED) == t->nbranches)
         decide_commit(e, t);
 }
 
@@ -105,7 +95,7 @@ static void commit_all(struct engine *e, struct txn *t)
         if (b->state == BR_PREPARED && drive_idle(b))
             send_commit(e, b);
     }
-    if (count_in(t, BR_SUCCEEDED) == t->nbranches &&
+    if (drive_count(t, BR_SUCCEEDED) == t->nbranches &&
         txn_set_state(t, TXN_SUCCEEDED, engine_now_wall(), "every branch committed") == 0)
         engine_log_update(e, t, NULL, after_log);
 }
@@ -124,7 +114,7 @@ static void rollback_all(struct engine *e, struct txn *t)
             send_rollback(e, b);
         }
     }
-    if (count_in(t, BR_COMPENSATED) == t->nbranches &&
+    if (drive_count(t, BR_COMPENSATED) == t->nbranches &&
         txn_set_state(t, TXN_FAILED, engine_now_wall(), "every branch rolled back") == 0) {
         t->needs_attention = 0;
         engine_log_update(e, t, NULL, after_log);
@@ -146,7 +136,6 @@ static void xa_advance(struct engine *e, struct txn *t)
 static void on_prepare(struct engine *e, struct branch *b, const struct call_result *res)
 {
     struct txn *t = b->txn;
-    char err[256];
     if (t->state != TXN_SUBMITTED) {
         xa_advance(e, t); /* aborted while the prepare was out: roll it back now */
         return;
@@ -155,27 +144,11 @@ static void on_prepare(struct engine *e, struct branch *b, const struct call_res
     switch (res->outcome) {
     case CALL_SUCCESS:
         branch_set_state(b, BR_PREPARED, now, "voted yes");
-        if (count_in(t, BR_PREPARED) == t->nbranches)
+        if (drive_count(t, BR_PREPARED) == t->nbranches)
             decide_commit(e, t);
         return;
-    case CALL_FAILURE:
-        drive_describe(res, err, sizeof err);
-        branch_set_error(b, err);
-        branch_set_state(b, BR_FAILED, now, "voted no");
-        xa_abort(e, t, "a branch voted no");
-        return;
-    case CALL_ONGOING:
-        engine_retry_in(e, b, t->retry.initial_ms);
-        return;
-    case CALL_TRANSIENT:
-        drive_describe(res, err, sizeof err);
-        branch_set_error(b, err);
-        if (++b->transient > t->retry.limit) {
-            branch_set_state(b, BR_FAILED, now, "prepare retries exhausted");
-            xa_abort(e, t, "a prepare exhausted its retries");
-            return;
-        }
-        engine_retry_in(e, b, backoff_delay_ms(&t->retry, b->transient, rnd_next()));
+    default:
+        drive_refused_or_retry(e, b, res, b->prepare_attempts, xa_abort);
         return;
     }
 }
@@ -190,7 +163,7 @@ static void on_commit(struct engine *e, struct branch *b, const struct call_resu
     int64_t now = engine_now_wall();
     branch_set_state(b, BR_SUCCEEDED, now, "committed");
     t->needs_attention = drive_other_stuck(t, b);
-    if (count_in(t, BR_SUCCEEDED) == t->nbranches)
+    if (drive_count(t, BR_SUCCEEDED) == t->nbranches)
         txn_set_state(t, TXN_SUCCEEDED, now, "every branch committed");
     engine_log_update(e, t, b, after_log);
 }
@@ -205,7 +178,7 @@ static void on_rollback(struct engine *e, struct branch *b, const struct call_re
     int64_t now = engine_now_wall();
     branch_set_state(b, BR_COMPENSATED, now, "rolled back");
     t->needs_attention = drive_other_stuck(t, b);
-    if (count_in(t, BR_COMPENSATED) == t->nbranches)
+    if (drive_count(t, BR_COMPENSATED) == t->nbranches)
         txn_set_state(t, TXN_FAILED, now, "every branch rolled back");
     engine_log_update(e, t, b, after_log);
 }
