@@ -1,7 +1,8 @@
 /*
  * dtx.h - libdtx, the C library for services that use dtx: a client of the
  * dtxd HTTP API, and helpers for participant services (the barrier on
- * PostgreSQL and SQLite, and the `msg` check handler built on it).
+ * PostgreSQL and SQLite, the `msg` check handler built on it, and the
+ * prepare and registration of a 2pc branch on a PostgreSQL resource).
  *
  * Every function returns 0 or a negative DTX_E* code; none aborts, exits or
  * prints. Objects are not shared between threads unless said otherwise.
@@ -164,6 +165,71 @@ int dtx_msg_check_sqlite(sqlite3 *db, const char *gid, enum dtx_msg_state *out);
 /* The HTTP status for a check answer: 200 or 409 (500 for a value that is
  * no state). */
 int dtx_msg_http_status(enum dtx_msg_state s);
+
+/* ---- 2pc on PostgreSQL resources -------------------------------------- */
+
+/*
+ * A 2pc branch may be a PostgreSQL *resource*: instead of giving dtxd
+ * prepare/commit/rollback URLs, the participant prepares its own database
+ * transaction and dtxd, which holds a connection to the same database under
+ * a resource name (its --resources file), commits or rolls it back itself:
+ *
+ *   BEGIN;
+ *   SET LOCAL lock_timeout = '2s';                   -- see "Deadlocks" below
+ *   ... the business change ...
+ *   dtx_pg_prepare(conn, gid, branch);               -- PREPARE TRANSACTION
+ *   dtx_register_2pc_resource(client, gid, branch, "bank_a", payload);
+ *
+ * and then the client submits the transaction (dtx_submit). dtxd votes yes
+ * for a branch whose prepared transaction it finds in pg_prepared_xacts of
+ * the resource's database, no (rollback of every branch) when it is absent;
+ * after its decision is durable it runs COMMIT PREPARED or ROLLBACK
+ * PREPARED, retrying until done, and on start and periodically it finishes
+ * every "dtx:" prepared transaction of its resources: commit when it logged
+ * a commit decision, rollback when it logged an abort, rollback of one it
+ * does not know once older than its orphan grace (a participant that
+ * crashed between prepare and register).
+ *
+ * Prepare before you register: a registered branch whose transaction is not
+ * (yet) prepared when dtxd asks votes no. A participant that fails after its
+ * prepare and before its registration leaves an orphan that dtxd rolls back.
+ *
+ * Deadlocks. The branch's locks are held from the work until dtxd's COMMIT
+ * PREPARED. A prepared transaction waits on no one, so two global
+ * transactions that lock the same rows in two databases in opposite orders
+ * (A->B and B->A) wait for each other through dtxd, and PostgreSQL's
+ * deadlock detector, which sees only one database's waits, cannot find the
+ * cycle. Every participant must bound its waits with lock_timeout (SET
+ * LOCAL in the transaction of the work, a few seconds): the one that times
+ * out fails its work, does not prepare, and its global transaction rolls
+ * back, releasing the other.
+ *
+ * The server needs max_prepared_transactions > 0 (one per branch that may
+ * be prepared at once).
+ */
+
+/* Every prepared transaction of dtx is named DTX_PG_XACT_PREFIX gid ":"
+ * branch, e.g. "dtx:order-1:debit" (at most 197 bytes). */
+#define DTX_PG_XACT_PREFIX "dtx:"
+
+/* A resource name: 1-DTX_RESOURCE_MAX bytes of A-Z a-z 0-9 . _ - */
+#define DTX_RESOURCE_MAX 64
+
+/*
+ * Run PREPARE TRANSACTION 'dtx:<gid>:<branch>' on conn's open transaction
+ * (the name quoted with PQescapeLiteral). gid is 1-DTX_GID_MAX and branch
+ * 1-DTX_BRANCH_MAX bytes of A-Z a-z 0-9 . _ : - ; they are checked before
+ * anything is sent. After a successful call the transaction is prepared:
+ * the connection is free for other work and the prepared transaction is
+ * dtxd's to finish.
+ * Errors: DTX_EINVAL (NULL conn, a bad gid or branch, or no transaction
+ * open on conn: nothing was sent); DTX_EDB (the connection is broken, the
+ * transaction had already failed, or PREPARE TRANSACTION failed - the name
+ * is in use, max_prepared_transactions is 0, ...; see PQerrorMessage): the
+ * transaction was not prepared and is rolled back, or must be (a ROLLBACK
+ * is harmless either way); DTX_ENOMEM (quoting the name).
+ */
+int dtx_pg_prepare(PGconn *conn, const char *gid, const char *branch);
 
 /* ---- client side -------------------------------------------------------- */
 /* (owned by the client implementation: see src/libdtx/client.c) */
@@ -427,6 +493,21 @@ int dtx_register_tcc(struct dtx_client *c, const char *gid, const char *branch, 
 int dtx_register_2pc(struct dtx_client *c, const char *gid, const char *branch, const char *prepare,
                      const char *commit, const char *rollback, const char *payload,
                      char *branch_out);
+
+/*
+ * Register a 2pc branch on a PostgreSQL resource ("2pc on PostgreSQL
+ * resources" above): POST /v1/transactions/{gid}/branches with {"branch",
+ * "resource", "payload"}, after dtx_pg_prepare(conn, gid, branch). branch is
+ * required (it names the prepared transaction); resource is the name dtxd
+ * knows the database by (1-DTX_RESOURCE_MAX bytes of A-Z a-z 0-9 . _ -);
+ * payload is JSON text or NULL. Registering the same branch with the same
+ * body again is harmless.
+ * Errors: DTX_EINVAL (a bad or NULL argument), DTX_EAPI (400: e.g. a
+ * resource dtxd does not know, field "resource"), DTX_ECONFLICT (not
+ * prepared, not 2pc, branch_conflict, too_many_branches), DTX_ENOTFOUND, ...
+ */
+int dtx_register_2pc_resource(struct dtx_client *c, const char *gid, const char *branch,
+                              const char *resource, const char *payload);
 
 /*
  * POST /v1/transactions/{gid}/submit: commit a prepared tcc/2pc/msg (a

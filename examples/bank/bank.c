@@ -2,7 +2,8 @@
  * bank.c - an account service for the dtx examples: one database of accounts
  * (PostgreSQL or SQLite, ledger.c) behind HTTP endpoints for every dtx mode.
  *
- *   bank --listen HOST:PORT --db CONNINFO_OR_PATH [--pool N] [--test-faults] [--quiet]
+ *   bank --listen HOST:PORT --db CONNINFO_OR_PATH [--pool N]
+ *        [--dtx URL --resource NAME] [--test-faults] [--quiet]
  *
  * Every branch call carries Dtx-Gid, Dtx-Branch and Dtx-Op and a body
  * {"account": "...", "amount": N}; its change runs in one local transaction
@@ -31,6 +32,20 @@
  *                                          no account: 500, a delivery is
  *                                          never refused)
  *         /msg/check           check       200 committed, 409 rolled back
+ *   xa    /xa/debit            (2pc on PostgreSQL resources; not called by
+ *         /xa/credit           dtxd but by the transfer client, Dtx-Gid and
+ *                              Dtx-Branch): BEGIN; SET LOCAL lock_timeout;
+ *                              balance -= amount (409 if short) or += amount
+ *                              (409 if no account); PREPARE TRANSACTION
+ *                              'dtx:<gid>:<branch>'; register the branch
+ *                              with dtxd (--dtx) as resource --resource.
+ *                              200 {"result": "prepared"|"duplicate"};
+ *                              409 refused or lock_timeout (nothing
+ *                              prepared); 502 the registration failed (the
+ *                              prepared transaction is rolled back); 501 on
+ *                              SQLite or without --dtx/--resource. dtxd
+ *                              commits or rolls back the prepared
+ *                              transaction itself, with its own connection.
  *
  * Answers: 200 {"result": "applied|duplicate|null_undo"}; 409 {"result":
  * "refused|late", "error"} - only forward operations (action, try, prepare)
@@ -45,7 +60,11 @@
  * TEST AID: with --test-faults, POST /admin/faults {"path", "fail",
  * "status", "delay_ms"} makes each of the next `fail` calls to `path` wait
  * delay_ms and then answer `status` without touching the database (status 0:
- * after the delay the call runs normally). Without the option it is a 404.
+ * after the delay the call runs normally). The path "/xa/debit@prepared"
+ * (or credit) acts later, between the PREPARE and the registration: it
+ * waits delay_ms, then with a status answers it and never registers (the
+ * prepared transaction is left for dtxd to find as an orphan). Without the
+ * option it is a 404.
  *
  * Threads: libmicrohttpd runs a thread per connection; each request borrows
  * a database connection from the pool (db.c). Every call is logged on stderr
@@ -53,6 +72,7 @@
  */
 #include "ledger.h"
 
+#include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
 #include <microhttpd.h>
@@ -179,6 +199,8 @@ static bool fault_take(const char *path, int *status, int *delay_ms)
 static struct db_pool pool;
 static bool quiet;
 static char listen_name[128];
+static const char *dtx_url;  /* --dtx: dtxd's base URL, for xa registrations */
+static const char *resource; /* --resource: this database's name in dtxd */
 
 struct body {
     char *buf;
@@ -321,6 +343,126 @@ static enum MHD_Result serve_branch(struct MHD_Connection *conn, const struct ro
           json_string_value(json_object_get(ans, "result")), out.why[0] ? " " : "", out.why);
     json_decref(obj);
     return reply(conn, status, ans);
+}
+
+/* ---- xa ---------------------------------------------------------------------- */
+
+/* Each request thread keeps one dtx client (a client must not be shared by
+ * threads), freed when libmicrohttpd ends the thread. */
+static pthread_key_t client_key;
+
+static void client_free(void *c)
+{
+    dtx_client_free(c);
+}
+
+/* This thread's client of dtxd, NULL when it cannot be made. */
+static struct dtx_client *thread_client(void)
+{
+    struct dtx_client *c = pthread_getspecific(client_key);
+    if (c == NULL && dtx_client_new(dtx_url, &c) == 0) {
+        dtx_client_set_timeout(c, 10000);
+        pthread_setspecific(client_key, c);
+    }
+    return c;
+}
+
+/* Register k's prepared transaction with dtxd as a branch on our resource,
+ * payload the call's body. Returns 0, or -1 with the reason in err. */
+static int xa_register(const struct ledger_call *k, const struct body *b, char *err, size_t errlen)
+{
+    struct dtx_client *c = thread_client();
+    if (c == NULL) {
+        snprintf(err, errlen, "register: cannot make a dtx client for %s", dtx_url);
+        return -1;
+    }
+    if (dtx_register_2pc_resource(c, k->gid, k->branch, resource, b->buf) != 0) {
+        const struct dtx_error *e = dtx_client_last_error(c);
+        snprintf(err, errlen, "register: %s (HTTP %d %s)", e->message, e->http_status, e->api_code);
+        return -1;
+    }
+    return 0;
+}
+
+/* POST /xa/debit, /xa/credit: prepare the change as a PostgreSQL prepared
+ * transaction and register it with dtxd. */
+static enum MHD_Result serve_xa(struct MHD_Connection *conn, const char *path,
+                                ledger_change_fn change, const struct body *b)
+{
+    const char *gid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Dtx-Gid");
+    const char *branch = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Dtx-Branch");
+    if (!pool.is_pg)
+        return reply_error(conn, 501, "unsupported",
+                           "xa needs PostgreSQL: SQLite has no PREPARE TRANSACTION");
+    if (dtx_url == NULL || resource == NULL)
+        return reply_error(conn, 501, "unsupported",
+                           "xa needs the bank started with --dtx URL --resource NAME");
+    if (gid == NULL || *gid == '\0' || branch == NULL || *branch == '\0')
+        return reply_error(conn, 400, "bad_request", "Dtx-Gid and Dtx-Branch are required");
+    char err[512];
+    struct ledger_call k = {.gid = gid, .branch = branch};
+    json_t *obj = parse_transfer_body(b, &k.account, &k.amount, err, sizeof err);
+    if (obj == NULL)
+        return reply_error(conn, 400, "bad_request", err);
+
+    unsigned status = MHD_HTTP_OK;
+    const char *result = "prepared";
+    struct ledger_outcome out = {0};
+    bool again = false;
+    /* A repeated call whose transaction is already prepared only registers
+     * again (harmless with the same body). */
+    if (ledger_xa_prepared(&pool, gid, branch, &again, out.why, sizeof out.why) != DB_OK) {
+        status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+        result = "error";
+    } else if (again) {
+        result = "duplicate";
+    } else {
+        ledger_xa_prepare(&pool, change, &k, &out);
+        if (out.rc == LEDGER_REFUSED || out.rc == LEDGER_LOCK_TIMEOUT) {
+            status = MHD_HTTP_CONFLICT;
+            result = out.rc == LEDGER_REFUSED ? "refused" : "lock_timeout";
+        } else if (out.rc != DB_OK) {
+            status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+            result = "error";
+        }
+    }
+    if (status == MHD_HTTP_OK) {
+        char fpath[MAX_PATH + 16];
+        int fstatus, fdelay;
+        snprintf(fpath, sizeof fpath, "%s@prepared", path);
+        if (fault_take(fpath, &fstatus, &fdelay)) {
+            logf_("%-20s gid=%s branch=%s prepared; delaying %d ms (injected fault)", path, gid,
+                  branch, fdelay);
+            if (fdelay > 0)
+                nanosleep(&(struct timespec){fdelay / 1000, (long)(fdelay % 1000) * 1000000L},
+                          NULL);
+            if (fstatus != 0) {
+                logf_("%-20s gid=%s branch=%s -> %d without registering (injected fault)", path,
+                      gid, branch, fstatus);
+                json_decref(obj);
+                return reply_error(conn, (unsigned)fstatus, "injected",
+                                   "injected fault (test aid): prepared, not registered");
+            }
+        }
+        if (xa_register(&k, b, out.why, sizeof out.why) != 0) {
+            /* Not registered (or not known to be): take the prepared
+             * transaction back now rather than leave it to dtxd's orphan
+             * scan. Safe even if dtxd did register it: a branch whose
+             * transaction is gone votes no. */
+            char rerr[256];
+            if (ledger_xa_rollback(&pool, gid, branch, rerr, sizeof rerr) != DB_OK)
+                logf_("%-20s gid=%s branch=%s rollback prepared: %s (left to dtxd)", path, gid,
+                      branch, rerr);
+            status = MHD_HTTP_BAD_GATEWAY;
+            result = "error";
+        }
+    }
+    logf_("%-20s gid=%s branch=%s account=%s amount=%lld -> %u %s%s%s", path, gid, branch,
+          k.account, (long long)k.amount, status, result, out.why[0] ? " " : "", out.why);
+    json_decref(obj);
+    if (status == MHD_HTTP_OK)
+        return reply(conn, status, json_pack("{s:s}", "result", result));
+    return reply_error(conn, status, result, out.why);
 }
 
 /* POST /msg/start: the sender's local transaction of a msg transfer. */
@@ -503,6 +645,10 @@ static enum MHD_Result route_request(struct MHD_Connection *conn, const char *ur
         return serve_msg_start(conn, b);
     if (strcmp(url, "/msg/check") == 0)
         return serve_msg_check(conn);
+    if (strcmp(url, "/xa/debit") == 0)
+        return serve_xa(conn, url, ledger_debit, b);
+    if (strcmp(url, "/xa/credit") == 0)
+        return serve_xa(conn, url, ledger_credit, b);
     for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0]; i++)
         if (strcmp(url, ROUTES[i].path) == 0)
             return serve_branch(conn, &ROUTES[i], b);
@@ -563,12 +709,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **state,
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: bank --listen HOST:PORT --db CONNINFO_OR_PATH [--pool N] [--test-faults] "
-               "[--quiet]\n"
+    fprintf(f, "usage: bank --listen HOST:PORT --db CONNINFO_OR_PATH [--pool N]\n"
+               "            [--dtx URL --resource NAME] [--test-faults] [--quiet]\n"
                "  --db      a libpq conninfo/URI (starts with \"postgres\", or has dbname= or "
                "host=),\n"
                "            otherwise a SQLite file (created if missing)\n"
                "  --pool    database connections at most (default 16)\n"
+               "  --dtx     dtxd's URL, and --resource this database's resource name in dtxd:\n"
+               "            both needed by the xa endpoints (PostgreSQL only)\n"
                "  --test-faults  enable POST /admin/faults (a test aid)\n"
                "  --quiet   do not log every call on stderr\n");
 }
@@ -596,6 +744,10 @@ int main(int argc, char **argv)
             listen_at = argv[++i];
         } else if (strcmp(a, "--db") == 0 && i + 1 < argc) {
             db = argv[++i];
+        } else if (strcmp(a, "--dtx") == 0 && i + 1 < argc) {
+            dtx_url = argv[++i];
+        } else if (strcmp(a, "--resource") == 0 && i + 1 < argc) {
+            resource = argv[++i];
         } else if (strcmp(a, "--pool") == 0 && i + 1 < argc) {
             pool_max = atoi(argv[++i]);
         } else if (strcmp(a, "--test-faults") == 0) {
@@ -615,6 +767,21 @@ int main(int argc, char **argv)
         return 2;
     }
     snprintf(listen_name, sizeof listen_name, "%s", listen_at);
+    if ((dtx_url == NULL) != (resource == NULL)) {
+        fprintf(stderr, "bank: --dtx and --resource go together\n");
+        return 2;
+    }
+    if (resource != NULL && !db_is_pg(db)) {
+        fprintf(stderr, "bank: --resource needs a PostgreSQL --db: SQLite has no PREPARE "
+                        "TRANSACTION (2pc on resources)\n");
+        return 2;
+    }
+    /* before any thread: the xa endpoints' dtx clients use libcurl */
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (pthread_key_create(&client_key, client_free) != 0) {
+        fprintf(stderr, "bank: pthread_key_create failed\n");
+        return 1;
+    }
 
     db_pool_init(&pool, db, pool_max);
     char err[512];

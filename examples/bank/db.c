@@ -48,6 +48,8 @@ static int query_pg(struct db_conn *c, const char *sql, const struct db_arg *arg
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         db_set_error(c, "postgres: %s",
                      res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(c->pg));
+        const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+        snprintf(c->sqlstate, sizeof c->sqlstate, "%s", state != NULL ? state : "");
         PQclear(res);
         return DB_ERR;
     }
@@ -269,6 +271,7 @@ struct db_conn *db_pool_get(struct db_pool *p, char *err, size_t errlen)
         p->idle = c->next;
         pthread_mutex_unlock(&p->mu);
         c->err[0] = '\0';
+        c->sqlstate[0] = '\0';
         return c;
     }
     p->open++;

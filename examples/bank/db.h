@@ -33,7 +33,8 @@ enum {
 struct db_conn {
     PGconn *pg; /* exactly one of pg and lite is set */
     sqlite3 *lite;
-    char err[256]; /* the last error, for the answer and the log */
+    char err[256];    /* the last error, for the answer and the log */
+    char sqlstate[6]; /* PostgreSQL's SQLSTATE of the last failed statement, "" when none */
     struct db_conn *next;
 };
 

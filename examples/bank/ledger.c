@@ -326,6 +326,107 @@ int ledger_msg_check(struct db_pool *p, const char *gid, enum dtx_msg_state *sta
     return drc == 0 ? DB_OK : DB_ERR;
 }
 
+/* ---- xa: 2pc on this database as a dtxd resource ----------------------------- */
+
+/* "dtx:<gid>:<branch>" into name (at least 200 bytes). */
+static void xa_name(char *name, size_t cap, const char *gid, const char *branch)
+{
+    snprintf(name, cap, "%s%s:%s", DTX_PG_XACT_PREFIX, gid, branch);
+}
+
+void ledger_xa_prepare(struct db_pool *p, ledger_change_fn change, const struct ledger_call *k,
+                       struct ledger_outcome *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!p->is_pg) {
+        out->rc = LEDGER_UNSUPPORTED;
+        snprintf(out->why, sizeof out->why,
+                 "xa needs PostgreSQL: SQLite has no PREPARE TRANSACTION");
+        return;
+    }
+    struct db_conn *c = db_pool_get(p, out->why, sizeof out->why);
+    if (c == NULL) {
+        out->rc = DB_ERR;
+        return;
+    }
+    const char *why = NULL;
+    int rc = db_begin(c);
+    if (rc == DB_OK)
+        rc = db_exec(c, "SET LOCAL lock_timeout = '" XA_LOCK_TIMEOUT "'");
+    if (rc == DB_OK)
+        rc = change(c, k, &why);
+    if (rc == DB_OK) {
+        int drc = dtx_pg_prepare(c->pg, k->gid, k->branch);
+        if (drc != 0) {
+            db_set_error(c, "prepare: %s: %s", dtx_strerror(drc), PQerrorMessage(c->pg));
+            rc = DB_ERR;
+            db_rollback(c); /* harmless when the failed PREPARE already ended it */
+        }
+    } else {
+        /* 55P03 lock_not_available: lock_timeout passed */
+        if (rc == DB_ERR && strcmp(c->sqlstate, "55P03") == 0)
+            rc = LEDGER_LOCK_TIMEOUT;
+        db_rollback(c);
+    }
+    outcome_finish(out, c, rc, why);
+    db_pool_put(p, c);
+}
+
+int ledger_xa_prepared(struct db_pool *p, const char *gid, const char *branch, bool *found,
+                       char *err, size_t errlen)
+{
+    char name[256];
+    int rows = 0;
+    *found = false;
+    if (!p->is_pg)
+        return DB_OK;
+    struct db_conn *c = db_pool_get(p, err, errlen);
+    if (c == NULL)
+        return DB_ERR;
+    xa_name(name, sizeof name, gid, branch);
+    int rc = db_run(c,
+                    "SELECT 1 FROM pg_prepared_xacts WHERE gid = $1"
+                    " AND database = current_database()",
+                    (struct db_arg[]){DB_S(name)}, 1, &rows, NULL, 0);
+    if (rc == DB_OK)
+        *found = rows > 0;
+    else
+        snprintf(err, errlen, "%s", c->err);
+    db_pool_put(p, c);
+    return rc;
+}
+
+int ledger_xa_rollback(struct db_pool *p, const char *gid, const char *branch, char *err,
+                       size_t errlen)
+{
+    char name[256], sql[320];
+    bool found = false;
+    int rc = ledger_xa_prepared(p, gid, branch, &found, err, errlen);
+    if (rc != DB_OK || !found)
+        return rc;
+    struct db_conn *c = db_pool_get(p, err, errlen);
+    if (c == NULL)
+        return DB_ERR;
+    /* No parameters in ROLLBACK PREPARED: quote the name as a literal. */
+    xa_name(name, sizeof name, gid, branch);
+    char *lit = PQescapeLiteral(c->pg, name, strlen(name));
+    if (lit == NULL) {
+        snprintf(err, errlen, "%s", PQerrorMessage(c->pg));
+        rc = DB_ERR;
+    } else {
+        snprintf(sql, sizeof sql, "ROLLBACK PREPARED %s", lit);
+        PQfreemem(lit);
+        rc = db_exec(c, sql);
+        /* 42704 undefined_object: dtxd finished it meanwhile */
+        if (rc != DB_OK && strcmp(c->sqlstate, "42704") == 0)
+            rc = DB_OK;
+        if (rc != DB_OK)
+            snprintf(err, errlen, "%s", c->err);
+    }
+    db_pool_put(p, c);
+    return rc;
+}
+
 /* ---- accounts --------------------------------------------------------------- */
 
 struct each_account {

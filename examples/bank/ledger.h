@@ -22,6 +22,13 @@
 #define LEDGER_REFUSED      1    /* a business refusal (insufficient funds, no such account) */
 #define LEDGER_ROLLED_BACK  2    /* msg: the check already decided "rolled back" */
 #define LEDGER_INCONSISTENT (-3) /* the data contradicts the barrier (a bug or a hand edit) */
+#define LEDGER_LOCK_TIMEOUT (-4) /* xa: a row lock was not granted within XA_LOCK_TIMEOUT */
+#define LEDGER_UNSUPPORTED  (-5) /* xa on SQLite: it has no PREPARE TRANSACTION */
+
+/* The lock_timeout of an xa branch's transaction (SET LOCAL). Its locks are
+ * kept until dtxd's COMMIT PREPARED, and PostgreSQL cannot see a deadlock
+ * that goes through a prepared transaction (see ledger_xa_prepare). */
+#define XA_LOCK_TIMEOUT "2s"
 
 /* One branch operation. */
 struct ledger_call {
@@ -90,6 +97,40 @@ struct ledger_account {
     char id[DB_TEXT_MAX];
     int64_t balance, frozen;
 };
+
+/*
+ * xa (2pc on a PostgreSQL resource): BEGIN; SET LOCAL lock_timeout =
+ * XA_LOCK_TIMEOUT; change() (ledger_debit or ledger_credit); PREPARE
+ * TRANSACTION 'dtx:<gid>:<branch>' (dtx_pg_prepare). No barrier and no
+ * hold: until dtxd commits or rolls it back, the prepared transaction itself
+ * is the reservation (its row locks keep the account), and a second call
+ * for the same gid/branch is answered from pg_prepared_xacts (see
+ * ledger_xa_prepared). out->rc: DB_OK (prepared), LEDGER_REFUSED,
+ * LEDGER_LOCK_TIMEOUT (another transaction - perhaps prepared, waiting on
+ * no one - held the row past the timeout: not prepared, nothing changed),
+ * LEDGER_UNSUPPORTED (SQLite), or a DB_ code; on any of these nothing is
+ * prepared.
+ *
+ * Why the timeout: two transfers crossing (A->B and B->A) each lock the
+ * payer's row in one database and wait for the payee's row in the other.
+ * Each wait is on a transaction that is prepared, or about to be, and waits
+ * for dtxd, which waits for the other transfer: a cycle through two
+ * databases and dtxd that neither PostgreSQL's deadlock detector sees. The
+ * lock_timeout breaks it: the waiting side gives up, its transfer aborts,
+ * and the other goes through.
+ */
+void ledger_xa_prepare(struct db_pool *p, ledger_change_fn change, const struct ledger_call *k,
+                       struct ledger_outcome *out);
+
+/* Is 'dtx:<gid>:<branch>' prepared in this database? OUT: *found.
+ * Returns DB_OK or a DB_ code (message in err). */
+int ledger_xa_prepared(struct db_pool *p, const char *gid, const char *branch, bool *found,
+                       char *err, size_t errlen);
+
+/* ROLLBACK PREPARED 'dtx:<gid>:<branch>' (when its registration failed).
+ * Returns DB_OK (also when it is not prepared) or a DB_ code. */
+int ledger_xa_rollback(struct db_pool *p, const char *gid, const char *branch, char *err,
+                       size_t errlen);
 
 /* Every account (id == NULL) or one, in id order, through fn. OUT: *holds
  * (may be NULL): the number of open holds. Returns DB_OK or a DB_ code

@@ -3,7 +3,7 @@
  * in any dtx mode, with the libdtx client.
  *
  *   transfer --dtx URL --from URL_A:ACCOUNT --to URL_B:ACCOUNT --amount N
- *            --mode saga|tcc|2pc|msg [--gid G] [--wait] [options]
+ *            --mode saga|tcc|2pc|msg|xa [--gid G] [--wait] [options]
  *
  * What each mode does (A is the payer's bank, B the payee's):
  *   saga  create a saga of two steps, A /saga/debit then B /saga/credit, each
@@ -22,6 +22,15 @@
  *         commit), then submit. When /msg/start refused, abort. When its
  *         outcome is unknown (no answer), neither: dtxd asks A's check after
  *         timeout_ms and the check decides.
+ *   xa    2pc on PostgreSQL resources: create an empty 2pc transaction, ask A
+ *         (POST A /xa/debit, branch "debit") and then B (/xa/credit, branch
+ *         "credit") to do their change, PREPARE TRANSACTION it and register
+ *         it with dtxd as a resource branch; then submit: dtxd finds both
+ *         prepared (yes votes), logs its decision and runs COMMIT PREPARED in
+ *         both databases itself. When a bank did not answer 200 (refused,
+ *         lock_timeout, error, no answer), abort: dtxd rolls back what is
+ *         registered, and its scan of the databases rolls back a prepared
+ *         transaction of this gid that a bank left unregistered.
  *
  * The outcome is printed on stdout. Exit status: 0 the transfer succeeded
  * (with --wait) or was accepted by dtxd and will complete (without --wait);
@@ -63,7 +72,7 @@ struct opts {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: transfer --dtx URL --from URL_A:ACCOUNT --to URL_B:ACCOUNT --amount N\n"
-               "                --mode saga|tcc|2pc|msg [--gid G] [--wait] [options]\n"
+               "                --mode saga|tcc|2pc|msg|xa [--gid G] [--wait] [options]\n"
                "  --wait                 wait until the transaction is final (exit 0 only if\n"
                "                         it succeeded); without it, exit 0 once dtxd has it\n"
                "  --wait-ms MS           how long --wait waits at most (default 60000)\n"
@@ -162,7 +171,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
         o->mode == NULL || o->wait_ms < 1)
         return -1;
     if (strcmp(o->mode, "saga") != 0 && strcmp(o->mode, "tcc") != 0 &&
-        strcmp(o->mode, "2pc") != 0 && strcmp(o->mode, "msg") != 0)
+        strcmp(o->mode, "2pc") != 0 && strcmp(o->mode, "msg") != 0 && strcmp(o->mode, "xa") != 0)
         return -1;
     return 0;
 }
@@ -419,17 +428,23 @@ static size_t discard(char *p, size_t size, size_t n, void *ud)
     return size * n;
 }
 
-/* One plain HTTP call: POST body (with Dtx-Gid: gid) when body is not NULL,
- * else GET. Returns the HTTP status, 0 if no answer came. */
-static long http_call(const char *url, const char *gid, const char *body)
+/* One plain HTTP call: POST body (with Dtx-Gid: gid, and Dtx-Branch: branch
+ * unless NULL) when body is not NULL, else GET. Returns the HTTP status, 0
+ * if no answer came. */
+static long http_call(const char *url, const char *gid, const char *branch, const char *body)
 {
-    char hdr[DTX_GID_MAX + 16];
+    char hdr[DTX_GID_MAX + 16], bhdr[DTX_BRANCH_MAX + 16];
     snprintf(hdr, sizeof hdr, "Dtx-Gid: %s", gid != NULL ? gid : "");
+    snprintf(bhdr, sizeof bhdr, "Dtx-Branch: %s", branch != NULL ? branch : "");
     CURL *h = curl_easy_init();
     if (h == NULL)
         return 0;
     struct curl_slist *hs = curl_slist_append(NULL, "Content-Type: application/json");
     struct curl_slist *hs2 = hs != NULL && gid != NULL ? curl_slist_append(hs, hdr) : hs;
+    if (hs2 != NULL && branch != NULL) {
+        hs = hs2;
+        hs2 = curl_slist_append(hs, bhdr);
+    }
     long status = 0;
     if (hs2 != NULL) {
         hs = hs2;
@@ -458,7 +473,7 @@ static int payee_exists(const struct opts *o)
     char url[URL_MAX + 160];
     snprintf(url, sizeof url, "%s/accounts/%s", o->to_url, id);
     curl_free(id);
-    long st = http_call(url, NULL, NULL);
+    long st = http_call(url, NULL, NULL, NULL);
     return st == 200 ? 1 : st == 404 ? 0 : -1;
 }
 
@@ -486,7 +501,7 @@ static int run_msg(struct dtx_client *c, const struct opts *o, const char *pa, c
     }
     char start[URL_MAX + 32];
     snprintf(start, sizeof start, "%s/msg/start", o->from_url);
-    long st = http_call(start, gid, pa);
+    long st = http_call(start, gid, NULL, pa);
     if (st == 409) {
         note(o, "local debit on %s refused\n", o->from_acct);
         return submit_or_abort(c, o, gid, true);
@@ -509,6 +524,36 @@ static int run_msg(struct dtx_client *c, const struct opts *o, const char *pa, c
     note(o, "local debit on %s committed\n", o->from_acct);
     if (o->no_submit) {
         printf("msg transfer %s: not submitted (--no-submit)\n", gid);
+        return EXIT_ERROR;
+    }
+    return submit_or_abort(c, o, gid, false);
+}
+
+static int run_xa(struct dtx_client *c, const struct opts *o, const char *pa, const char *pb)
+{
+    struct dtx_spec *s = NULL;
+    char gid[DTX_GID_MAX + 1];
+    if (dtx_2pc_new(&s) != 0)
+        return EXIT_ERROR;
+    int rc = create_prepared(c, o, s, gid, sizeof gid);
+    dtx_spec_free(s);
+    if (rc != 0)
+        return EXIT_ERROR;
+    const struct {
+        const char *branch, *base, *body, *acct;
+    } side[2] = {{"debit", o->from_url, pa, o->from_acct}, {"credit", o->to_url, pb, o->to_acct}};
+    for (int i = 0; i < 2; i++) {
+        char url[URL_MAX + 32];
+        snprintf(url, sizeof url, "%s/xa/%s", side[i].base, side[i].branch);
+        long st = http_call(url, gid, side[i].branch, side[i].body);
+        if (st != 200) {
+            note(o, "%s on %s: not prepared (HTTP %ld)\n", side[i].branch, side[i].acct, st);
+            return submit_or_abort(c, o, gid, true);
+        }
+        note(o, "%s on %s: prepared and registered\n", side[i].branch, side[i].acct);
+    }
+    if (o->no_submit) {
+        printf("xa transfer %s: not submitted (--no-submit)\n", gid);
         return EXIT_ERROR;
     }
     return submit_or_abort(c, o, gid, false);
@@ -538,6 +583,8 @@ int main(int argc, char **argv)
             ex = run_tcc(c, &o, pa, pb);
         else if (strcmp(o.mode, "2pc") == 0)
             ex = run_2pc(c, &o, pa, pb);
+        else if (strcmp(o.mode, "xa") == 0)
+            ex = run_xa(c, &o, pa, pb);
         else
             ex = run_msg(c, &o, pa, pb);
     }

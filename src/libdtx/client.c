@@ -400,11 +400,12 @@ static int check_gid(struct dtx_client *c, const char *gid)
 
 /*
  * POST /v1/transactions/{gid}/branches with the string fields of names/urls
- * (n of them), an optional "branch" and "payload".
+ * (n of them: URLs, or with resource set one resource name), an optional
+ * "branch" and "payload".
  */
 static int register_branch(struct dtx_client *c, const char *gid, const char *branch,
                            const char *const *names, const char *const *urls, size_t n,
-                           const char *payload, char *branch_out)
+                           int resource, const char *payload, char *branch_out)
 {
     char path[64 + DTX_GID_MAX];
     json_t *body = NULL, *p = NULL, *answer;
@@ -423,7 +424,10 @@ static int register_branch(struct dtx_client *c, const char *gid, const char *br
         return fail(c, DTX_EINVAL, "branch: expected 1-%d bytes of A-Z a-z 0-9 . _ : -",
                     DTX_BRANCH_MAX);
     for (size_t i = 0; i < n; i++) {
-        if (!libdtx_valid_url(urls[i]))
+        if (resource && !libdtx_valid_resource(urls[i]))
+            return fail(c, DTX_EINVAL, "%s: expected 1-%d bytes of A-Z a-z 0-9 . _ -", names[i],
+                        DTX_RESOURCE_MAX);
+        if (!resource && !libdtx_valid_url(urls[i]))
             return fail(c, DTX_EINVAL, "%s: expected a URL", names[i]);
     }
     if (payload != NULL) {
@@ -482,7 +486,7 @@ int dtx_register_tcc(struct dtx_client *c, const char *gid, const char *branch, 
     const char *const names[] = {"confirm", "cancel"};
     const char *const urls[] = {confirm, cancel};
 
-    return register_branch(c, gid, branch, names, urls, 2, payload, branch_out);
+    return register_branch(c, gid, branch, names, urls, 2, 0, payload, branch_out);
 }
 
 int dtx_register_2pc(struct dtx_client *c, const char *gid, const char *branch, const char *prepare,
@@ -492,7 +496,24 @@ int dtx_register_2pc(struct dtx_client *c, const char *gid, const char *branch, 
     const char *const names[] = {"prepare", "commit", "rollback"};
     const char *const urls[] = {prepare, commit, rollback};
 
-    return register_branch(c, gid, branch, names, urls, 3, payload, branch_out);
+    return register_branch(c, gid, branch, names, urls, 3, 0, payload, branch_out);
+}
+
+int dtx_register_2pc_resource(struct dtx_client *c, const char *gid, const char *branch,
+                              const char *resource, const char *payload)
+{
+    const char *const names[] = {"resource"};
+    const char *const values[] = {resource};
+
+    if (c == NULL)
+        return DTX_EINVAL;
+    if (branch == NULL) {
+        clear_error(c);
+        return fail(c, DTX_EINVAL,
+                    "branch: required with a resource (it names the prepared "
+                    "transaction)");
+    }
+    return register_branch(c, gid, branch, names, values, 1, 1, payload, NULL);
 }
 
 /* POST /v1/transactions/{gid}/{verb} with an optional wait. */

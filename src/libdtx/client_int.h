@@ -21,6 +21,9 @@
 /* 1 when s is 1-max bytes of A-Z a-z 0-9 . _ : - (a gid or a branch id). */
 LIBDTX_HIDDEN int libdtx_valid_id(const char *s, size_t max);
 
+/* 1 when s is 1-DTX_RESOURCE_MAX bytes of A-Z a-z 0-9 . _ - (a resource name). */
+LIBDTX_HIDDEN int libdtx_valid_resource(const char *s);
+
 /* 1 when s is a non-empty "scheme://rest" with a letter-only scheme. */
 LIBDTX_HIDDEN int libdtx_valid_url(const char *s);
 

@@ -36,6 +36,22 @@ int libdtx_valid_id(const char *s, size_t max)
     return 1;
 }
 
+int libdtx_valid_resource(const char *s)
+{
+    size_t n = 0;
+
+    if (s == NULL || s[0] == '\0')
+        return 0;
+    for (; s[n] != '\0'; n++) {
+        char ch = s[n];
+        int ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+                 ch == '.' || ch == '_' || ch == '-';
+        if (!ok || n >= DTX_RESOURCE_MAX)
+            return 0;
+    }
+    return 1;
+}
+
 int libdtx_valid_url(const char *s)
 {
     const char *sep;

@@ -8,6 +8,11 @@ PostgreSQL settings from the environment.
                         DTX_TEST_PG_HOST / DTX_TEST_PG_PORT; skips the test when
                         they are unset, fails it when DTX_REQUIRE_PG=1
   reset_pg(conninfo)    drop the bank's tables (a fresh database per test)
+  psql(conninfo, sql)   run SQL with psql; the rows as lists of strings
+  prepared_xacts(ci)    the names of the "dtx:" prepared transactions of a database
+  rollback_prepared(ci) roll back every prepared transaction of a database
+  PgCluster             a private PostgreSQL cluster (scripts/pg.sh) a test owns
+  PgProxy               a TCP proxy to PostgreSQL that can hold statements
   Bank                  one bank process: start/kill9/restart, accounts, faults
   transfer(...)         run the transfer client; returns a TransferResult
 """
@@ -15,9 +20,13 @@ PostgreSQL settings from the environment.
 import json
 import os
 import re
+import select
 import shutil
 import signal
+import socket
 import subprocess
+import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +38,7 @@ from dtxtest import FAST_RETRY, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 MODES = ("saga", "tcc", "2pc", "msg")
+PG_SH = REPO / "scripts" / "pg.sh"
 
 
 def build_dir():
@@ -78,6 +88,12 @@ def pg_conninfo(dbname):
     return f"host={host} port={port} user=postgres dbname={dbname}"
 
 
+def pg_target():
+    """(host, port) of the test PostgreSQL, as pg_conninfo finds them."""
+    pg_conninfo("postgres")  # skips or fails as it does
+    return os.environ["DTX_TEST_PG_HOST"], int(os.environ["DTX_TEST_PG_PORT"])
+
+
 def reset_pg(conninfo):
     """Drop the bank's tables so that the test starts from an empty bank."""
     psql = shutil.which("psql")
@@ -90,6 +106,187 @@ def reset_pg(conninfo):
     )
     if r.returncode != 0:
         pytest.fail(f"cannot reset {conninfo}: {r.stderr.strip()}", pytrace=False)
+
+
+def psql(conninfo, sql, timeout=30):
+    """Run sql (one statement or several) with psql; return the rows of the
+    last result as lists of strings. Fails the test on an error."""
+    exe = shutil.which("psql")
+    if exe is None:
+        pytest.fail("psql not found (postgresql-client)", pytrace=False)
+    r = subprocess.run([exe, "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", conninfo,
+                        "-c", sql], capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise AssertionError(f"psql {conninfo!r} {sql!r}: {r.stderr.strip()}")
+    return [line.split("\t") for line in r.stdout.splitlines() if line]
+
+
+def prepared_xacts(conninfo, prefix="dtx:"):
+    """The names of the prepared transactions of conninfo's database whose
+    name starts with prefix, sorted."""
+    rows = psql(conninfo, "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()"
+                          " ORDER BY gid")
+    return [r[0] for r in rows if r[0].startswith(prefix)]
+
+
+def rollback_prepared(conninfo):
+    """Roll back every prepared transaction of conninfo's database (left by an
+    earlier run: they would hold locks on the tables reset_pg drops)."""
+    for name in prepared_xacts(conninfo, prefix=""):
+        psql(conninfo, "ROLLBACK PREPARED '" + name.replace("'", "''") + "'")
+
+
+class PgCluster:
+    """A PostgreSQL cluster of the test's own (scripts/pg.sh), in a directory
+    under /tmp (its parents must be searchable by the postgres user, which
+    pytest's tmp_path is not), on a free port. Databases bank_a, bank_b and
+    dtx_test exist once started."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="dtx-pg-", dir="/tmp")
+        self.port = None
+
+    def start(self):
+        if self.port is None:
+            self.port = free_port()
+        r = subprocess.run([str(PG_SH), "start", self.dir, str(self.port)], capture_output=True,
+                           text=True, timeout=180)
+        if r.returncode != 0:
+            raise AssertionError(f"pg.sh start {self.dir} {self.port}: {r.stderr.strip()}")
+        return self
+
+    def stop(self):
+        subprocess.run([str(PG_SH), "stop", self.dir], capture_output=True, text=True, timeout=120)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def conninfo(self, dbname):
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"
+
+
+class PgProxy:
+    """A TCP proxy on 127.0.0.1 to a PostgreSQL server (host may be a unix
+    socket directory), for the connections of dtxd to its resources. A test
+    can hold every client message that contains a byte pattern (e.g. b"COMMIT
+    PREPARED": the SQL text travels in clear with sslmode=disable): the
+    connection stalls there until release(), which forwards the held
+    messages, or drop(), which discards them and closes those connections."""
+
+    def __init__(self, host, port):
+        self.target = (host, int(port))
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        self.mu = threading.Condition()
+        self.patterns = set()
+        self.held = 0  # messages waiting now
+        self.generation = 0  # bumped by release/drop
+        self.actions = {}  # generation -> "release" or "drop": what ended it
+        self.conns = []
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _connect(self):
+        host, port = self.target
+        if host.startswith("/"):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(f"{host}/.s.PGSQL.{port}")
+        else:
+            s = socket.create_connection((host, port))
+        return s
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            try:
+                u = self._connect()
+            except OSError:
+                c.close()
+                continue
+            with self.mu:
+                self.conns.append((c, u))
+            threading.Thread(target=self._pump, args=(c, u, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(u, c, False), daemon=True).start()
+
+    @staticmethod
+    def _close(*socks):
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def _pump(self, src, dst, upstream):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if upstream:
+                    with self.mu:
+                        if any(p in data for p in self.patterns):
+                            gen = self.generation
+                            self.held += 1
+                            self.mu.notify_all()
+                            while self.generation == gen and not self.closed:
+                                self.mu.wait(0.1)
+                            self.held -= 1
+                            if self.actions.get(gen) != "release":
+                                break
+                dst.sendall(data)
+        except OSError:
+            pass
+        self._close(src, dst)
+
+    def hold(self, pattern):
+        with self.mu:
+            self.patterns.add(pattern)
+
+    def wait_held(self, n=1, timeout=15.0):
+        """Wait until at least n messages are held."""
+        deadline = time.monotonic() + timeout
+        with self.mu:
+            while self.held < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"proxy to {self.target}: {self.held} held, wanted {n}")
+                self.mu.wait(left)
+
+    def _end_hold(self, action):
+        with self.mu:
+            self.patterns.clear()
+            self.actions[self.generation] = action
+            self.generation += 1
+            self.mu.notify_all()
+
+    def release(self):
+        """Stop holding; forward what was held."""
+        self._end_hold("release")
+
+    def drop(self):
+        """Stop holding; discard what was held and close those connections."""
+        self._end_hold("drop")
+
+    def close(self):
+        with self.mu:
+            self.closed = True
+            self.generation += 1
+            self.mu.notify_all()
+            conns = list(self.conns)
+        self._close(self.lsock)
+        for c, u in conns:
+            self._close(c, u)
 
 
 # --------------------------------------------------------------------------
@@ -105,12 +302,13 @@ class Bank:
     The port and database stay the same across restarts; stderr goes to
     log_path."""
 
-    def __init__(self, name, db, log_path, *, pool=16):
+    def __init__(self, name, db, log_path, *, pool=16, args=()):
         self.name = name
         self.db = str(db)
         self.log_path = Path(log_path)
         self.port = free_port()
         self.pool = pool
+        self.args = [str(a) for a in args]
         self.proc = None
 
     @property
@@ -126,7 +324,7 @@ class Bank:
 
     def start(self, timeout=10.0):
         cmd = [str(bank_bin()), "--listen", f"127.0.0.1:{self.port}", "--db", self.db,
-               "--pool", str(self.pool), "--test-faults"]
+               "--pool", str(self.pool), "--test-faults"] + self.args
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout

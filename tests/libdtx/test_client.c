@@ -701,6 +701,38 @@ static void register_sends_the_branch(void **state)
     dtx_client_free(c);
 }
 
+/* A branch on a PostgreSQL resource: "branch", "resource", "payload". */
+static void register_resource_sends_the_branch(void **state)
+{
+    struct fake f;
+    struct dtx_client *c;
+    char url[64];
+
+    (void)state;
+    fake_start(&f, answer(201, "{\"gid\":\"g-2\",\"branch\":\"debit\"}"));
+    fake_url(&f, url, sizeof url);
+    c = client_at(url);
+    assert_int_equal(
+        dtx_register_2pc_resource(c, "g-2", "debit", "bank_a", "{\"account\":\"alice\"}"), DTX_OK);
+    fake_stop(&f);
+    assert_non_null(strstr(f.request, "POST /v1/transactions/g-2/branches HTTP/1.1\r\n"));
+    assert_non_null(strstr(f.request, "\r\n\r\n{\"branch\":\"debit\",\"resource\":\"bank_a\","
+                                      "\"payload\":{\"account\":\"alice\"}}"));
+    dtx_client_free(c);
+
+    /* an unknown resource: 400 invalid_value on "resource" */
+    fake_start(&f, answer(400, "{\"error\":{\"code\":\"invalid_value\",\"message\":\"resource: "
+                               "no resource bank_z\",\"field\":\"resource\"}}"));
+    fake_url(&f, url, sizeof url);
+    c = client_at(url);
+    assert_int_equal(dtx_register_2pc_resource(c, "g-2", "credit", "bank_z", NULL), DTX_EAPI);
+    fake_stop(&f);
+    assert_non_null(strstr(f.request, "\r\n\r\n{\"branch\":\"credit\",\"resource\":\"bank_z\"}"));
+    assert_string_equal(dtx_client_last_error(c)->api_code, "invalid_value");
+    assert_string_equal(dtx_client_last_error(c)->field, "resource");
+    dtx_client_free(c);
+}
+
 static void submit_with_wait_and_202(void **state)
 {
     struct fake f;
@@ -798,6 +830,7 @@ int main(void)
         cmocka_unit_test(refusal_fills_the_error_record),
         cmocka_unit_test(success_that_is_not_the_api_is_eproto),
         cmocka_unit_test(register_sends_the_branch),
+        cmocka_unit_test(register_resource_sends_the_branch),
         cmocka_unit_test(submit_with_wait_and_202),
         cmocka_unit_test(list_escapes_its_filters),
         cmocka_unit_test(tcc_try_headers_and_outcomes),
