@@ -217,8 +217,9 @@ int dtx_msg_http_status(enum dtx_msg_state s);
 
 /*
  * Run PREPARE TRANSACTION 'dtx:<gid>:<branch>' on conn's open transaction
- * (the name quoted with PQescapeLiteral). gid is 1-DTX_GID_MAX and branch
- * 1-DTX_BRANCH_MAX bytes of A-Z a-z 0-9 . _ : - ; they are checked before
+ * (the name quoted with PQescapeLiteral). gid is 1-DTX_GID_MAX bytes of
+ * A-Z a-z 0-9 . _ : - and branch 1-DTX_BRANCH_MAX bytes of the same without
+ * ':' (dtxd splits the name at its last ':'); they are checked before
  * anything is sent. After a successful call the transaction is prepared:
  * the connection is free for other work and the prepared transaction is
  * dtxd's to finish.
@@ -230,6 +231,24 @@ int dtx_msg_http_status(enum dtx_msg_state s);
  * is harmless either way); DTX_ENOMEM (quoting the name).
  */
 int dtx_pg_prepare(PGconn *conn, const char *gid, const char *branch);
+
+struct dtx_client;
+
+/*
+ * Both steps of a participant's branch on resource `resource`: prepare
+ * conn's open transaction (dtx_pg_prepare), then register the branch with
+ * dtxd (dtx_register_2pc_resource; payload_json may be NULL). Returns 0
+ * when both succeeded. An error of the prepare is returned as is and
+ * nothing was registered. When the registration fails (its error is in
+ * dtx_client_last_error(c)), the prepared transaction is left for dtxd to
+ * roll back (its gid unknown, or the branch not part of the decision: the
+ * recovery scan rolls it back) unless the caller does it at once with
+ * ROLLBACK PREPARED; *prepared (if not NULL) tells whether the prepare
+ * happened.
+ */
+int dtx_pg_prepare_register(struct dtx_client *c, PGconn *conn, const char *gid, const char *branch,
+                            const char *resource, const char *payload_json,
+                            int *prepared /* OUT, may be NULL */);
 
 /* ---- client side -------------------------------------------------------- */
 /* (owned by the client implementation: see src/libdtx/client.c) */

@@ -39,7 +39,7 @@ int dtx_pg_prepare(PGconn *conn, const char *gid, const char *branch)
     int rc;
 
     if (conn == NULL || !libdtx_valid_id(gid, DTX_GID_MAX) ||
-        !libdtx_valid_id(branch, DTX_BRANCH_MAX))
+        !libdtx_valid_id(branch, DTX_BRANCH_MAX) || strchr(branch, ':') != NULL)
         return DTX_EINVAL;
     if (PQstatus(conn) != CONNECTION_OK)
         return DTX_EDB;
@@ -64,4 +64,19 @@ int dtx_pg_prepare(PGconn *conn, const char *gid, const char *branch)
         rc = DTX_EDB;
     PQclear(res);
     return rc;
+}
+
+int dtx_pg_prepare_register(struct dtx_client *c, PGconn *conn, const char *gid, const char *branch,
+                            const char *resource, const char *payload_json, int *prepared)
+{
+    if (prepared != NULL)
+        *prepared = 0;
+    if (c == NULL)
+        return DTX_EINVAL;
+    int rc = dtx_pg_prepare(conn, gid, branch);
+    if (rc != 0)
+        return rc;
+    if (prepared != NULL)
+        *prepared = 1;
+    return dtx_register_2pc_resource(c, gid, branch, resource, payload_json);
 }

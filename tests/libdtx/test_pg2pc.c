@@ -102,6 +102,12 @@ static void prepare_rejects_bad_arguments(void **state)
     assert_int_equal(dtx_pg_prepare(NULL, "g", NULL), DTX_EINVAL);
     assert_int_equal(dtx_pg_prepare(NULL, long_gid, "b"), DTX_EINVAL);
     assert_int_equal(dtx_pg_prepare(NULL, "g", long_branch), DTX_EINVAL);
+    /* dtxd splits dtx:<gid>:<branch> at the last ':' */
+    assert_int_equal(dtx_pg_prepare(NULL, "g", "a:b"), DTX_EINVAL);
+    int prepared_flag = 7;
+    assert_int_equal(dtx_pg_prepare_register(NULL, NULL, "g", "b", "r", NULL, &prepared_flag),
+                     DTX_EINVAL);
+    assert_int_equal(prepared_flag, 0);
 }
 
 static void register_resource_rejects_bad_arguments(void **state)
@@ -150,6 +156,34 @@ static void register_resource_rejects_bad_arguments(void **state)
 /* The prepared transaction carries the name dtxd looks for, survives its
  * session, holds its work invisible until COMMIT PREPARED, and leaves the
  * connection free. */
+/* prepare + register: the prepare happens, a failed registration says so
+ * and leaves the prepared transaction (here: to us; in production, to
+ * dtxd's recovery scan). */
+static void prepare_register_reports_what_happened(void **state)
+{
+    PGconn *conn = need_pg();
+    struct dtx_client *c = NULL;
+    char gid[96], name[160];
+    int was_prepared = 0;
+
+    (void)state;
+    new_gid(gid, sizeof gid, "pr");
+    snprintf(name, sizeof name, "dtx:%s:debit", gid);
+    assert_int_equal(dtx_client_new("http://127.0.0.1:9", &c), DTX_OK); /* nothing listens */
+    dtx_client_set_timeout(c, 2000);
+    pg_ok(conn, "BEGIN");
+    assert_int_equal(dtx_pg_prepare_register(c, conn, gid, "debit", "bank_a", NULL, &was_prepared),
+                     DTX_EIO);
+    assert_int_equal(was_prepared, 1);
+    assert_int_equal(prepared(name), 1);
+    finish("ROLLBACK", name);
+    /* a prepare that fails registers nothing */
+    assert_int_equal(dtx_pg_prepare_register(c, conn, gid, "debit", "bank_a", NULL, &was_prepared),
+                     DTX_EINVAL); /* no transaction open */
+    assert_int_equal(was_prepared, 0);
+    dtx_client_free(c);
+}
+
 static void prepare_names_the_prepared_transaction(void **state)
 {
     PGconn *conn = need_pg();
@@ -189,7 +223,7 @@ static void prepare_takes_the_longest_names(void **state)
     memset(gid + n, 'x', sizeof gid - 1 - (size_t)n);
     gid[DTX_GID_MAX] = '\0';
     memset(branch, 'b', DTX_BRANCH_MAX);
-    memcpy(branch, "br.A_9:-", 8);
+    memcpy(branch, "br.A_9-", 7); /* no ":" in a branch: see dtx_pg_prepare */
     branch[DTX_BRANCH_MAX] = '\0';
     snprintf(name, sizeof name, "dtx:%s:%s", gid, branch);
     assert_int_equal(strlen(name), 197);
@@ -338,6 +372,7 @@ int main(void)
         cmocka_unit_test(prepare_rejects_bad_arguments),
         cmocka_unit_test(register_resource_rejects_bad_arguments),
         cmocka_unit_test(prepare_names_the_prepared_transaction),
+        cmocka_unit_test(prepare_register_reports_what_happened),
         cmocka_unit_test(prepare_takes_the_longest_names),
         cmocka_unit_test(prepare_refuses_bad_names_before_sql),
         cmocka_unit_test(prepare_needs_an_open_transaction),
