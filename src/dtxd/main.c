@@ -350,8 +350,6 @@ static void env_resources(struct resource_list *l)
 static enum pg_decision decide_prepared(void *arg, const char *gid, const char *branch)
 {
     switch (engine_branch_outcome(arg, gid, branch)) {
-    case ENGINE_OUTCOME_COMMIT:
-        return PG_COMMIT;
     case ENGINE_OUTCOME_ROLLBACK:
         return PG_ROLLBACK;
     case ENGINE_OUTCOME_UNKNOWN:

@@ -715,11 +715,15 @@ enum engine_outcome engine_branch_outcome(struct engine *e, const char *gid, con
     case TXN_PREPARED:
         return ENGINE_OUTCOME_PENDING; /* its registration may still come */
     case TXN_SUBMITTED:
-        return registered ? ENGINE_OUTCOME_PENDING : ENGINE_OUTCOME_ROLLBACK;
     case TXN_COMMITTING:
-    case TXN_SUCCEEDED:
-        return registered ? ENGINE_OUTCOME_COMMIT : ENGINE_OUTCOME_ROLLBACK;
+    case TXN_ABORTING:
+        /* a registered branch is the driver's to finish (sending the same
+         * statement from here would only race with it) */
+        return registered ? ENGINE_OUTCOME_PENDING : ENGINE_OUTCOME_ROLLBACK;
     default:
+        /* finished: its registered branch was committed or rolled back, so
+         * a prepared transaction of that name now is a participant's repeat
+         * and committing it would apply the work twice */
         return ENGINE_OUTCOME_ROLLBACK;
     }
 }

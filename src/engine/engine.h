@@ -95,8 +95,8 @@ int engine_retry_now(struct engine *e, const char *gid);
 /* What branch `branch` of transaction gid is to become, for the recovery
  * of prepared transactions on PostgreSQL resources (presumed abort). */
 enum engine_outcome {
-    ENGINE_OUTCOME_PENDING = 0, /* not decided yet: leave it */
-    ENGINE_OUTCOME_COMMIT,      /* the commit decision is logged */
+    ENGINE_OUTCOME_PENDING = 0, /* leave it: undecided, or the driver is finishing it
+                                   (a logged commit decision: the driver commits) */
     ENGINE_OUTCOME_ROLLBACK,    /* rolled back, or not part of the decision */
     ENGINE_OUTCOME_UNKNOWN,     /* no such transaction */
 };

@@ -8,7 +8,8 @@
  *            exhausts its retries, an abort request or the timeout → abort.
  *   decision: every branch voted yes → "committing" is logged with the whole
  *            transaction (REC_TXN2). Nothing is committed before it is durable.
- *   phase 2: commit every branch until it succeeds.
+ *   phase 2: commit every branch until it succeeds; the final state is
+ *            logged once, when the last branch answers.
  * Abort rolls back every branch that is not rolled back yet — also those whose
  * prepare we never sent or never heard back from, since after a crash the log
  * does not say which prepares went out (votes are not logged: presumed abort
@@ -153,6 +154,10 @@ static void on_prepare(struct engine *e, struct branch *b, const struct call_res
     }
 }
 
+/* Phase 2 answers are not logged one by one: after a restart a commit or
+ * rollback is simply sent again (a participant's is idempotent; a resource's
+ * finds the prepared transaction gone, which counts as done). Only the final
+ * state is logged, with every branch (REC_TXN2), when the last one answers. */
 static void on_commit(struct engine *e, struct branch *b, const struct call_result *res)
 {
     struct txn *t = b->txn;
@@ -163,9 +168,9 @@ static void on_commit(struct engine *e, struct branch *b, const struct call_resu
     int64_t now = engine_now_wall();
     branch_set_state(b, BR_SUCCEEDED, now, "committed");
     t->needs_attention = drive_other_stuck(t, b);
-    if (drive_count(t, BR_SUCCEEDED) == t->nbranches)
-        txn_set_state(t, TXN_SUCCEEDED, now, "every branch committed");
-    engine_log_update(e, t, b, after_log);
+    if (drive_count(t, BR_SUCCEEDED) == t->nbranches &&
+        txn_set_state(t, TXN_SUCCEEDED, now, "every branch committed") == 0)
+        engine_log_txn(e, t, after_log);
 }
 
 static void on_rollback(struct engine *e, struct branch *b, const struct call_result *res)
@@ -178,9 +183,9 @@ static void on_rollback(struct engine *e, struct branch *b, const struct call_re
     int64_t now = engine_now_wall();
     branch_set_state(b, BR_COMPENSATED, now, "rolled back");
     t->needs_attention = drive_other_stuck(t, b);
-    if (drive_count(t, BR_COMPENSATED) == t->nbranches)
-        txn_set_state(t, TXN_FAILED, now, "every branch rolled back");
-    engine_log_update(e, t, b, after_log);
+    if (drive_count(t, BR_COMPENSATED) == t->nbranches &&
+        txn_set_state(t, TXN_FAILED, now, "every branch rolled back") == 0)
+        engine_log_txn(e, t, after_log);
 }
 
 static void xa_expire(struct engine *e, struct txn *t)

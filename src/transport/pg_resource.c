@@ -25,7 +25,12 @@
 #define CONNECT_TIMEOUT_MS 10000
 #define XACT_NAME_MAX      200 /* PostgreSQL's limit on a prepared transaction's gid */
 
-enum cmd_kind { CMD_CALL, CMD_SCAN, CMD_FINISH };
+enum cmd_kind { CMD_CALL, CMD_SCAN, CMD_FINISH, CMD_SETUP };
+
+/* The vote's query, prepared once per connection (CMD_SETUP): planned on
+ * every call it cost PostgreSQL several times the lookup itself. */
+#define VOTE_STMT "dtx_vote"
+#define VOTE_SQL  "SELECT 1 FROM pg_prepared_xacts WHERE gid = $1 AND database = current_database()"
 
 struct cmd {
     struct cmd *next;
@@ -79,6 +84,8 @@ struct pg_res {
 };
 
 static void conn_next(struct conn *c);
+static void conn_send(struct conn *c, struct cmd *cmd);
+static void kick(struct pg_res *t);
 static void conn_drop(struct conn *c, const char *why);
 
 /* ---- names ----------------------------------------------------------- */
@@ -268,7 +275,18 @@ static void conn_drop(struct conn *c, const char *why)
         slog_warn("cannot connect to resource", "resource=%s %s err=\"%s\"", r->name, r->where,
                   why);
         fail_queue(r, why);
+    } else if (r->head != NULL) {
+        kick(r->t); /* what is queued needs another connection */
     }
+}
+
+static void on_kick(uv_timer_t *h);
+
+/* Serve every queue from the loop soon (never from inside call()). */
+static void kick(struct pg_res *t)
+{
+    if (!t->closed && !uv_is_active((uv_handle_t *)&t->kick))
+        uv_timer_start(&t->kick, on_kick, 0, 0);
 }
 
 static void on_timer(uv_timer_t *h)
@@ -330,7 +348,11 @@ static void conn_connect_step(struct conn *c)
         }
         slog_debug("connected to resource", "resource=%s %s", c->r->name, c->r->where);
         poll_watch(c, UV_READABLE);
-        conn_next(c);
+        struct cmd *setup = xcalloc(1, sizeof *setup);
+        setup->kind = CMD_SETUP;
+        setup->sql = xstrdup(VOTE_SQL);
+        setup->timeout_ms = c->r->t->scan_timeout_ms;
+        conn_send(c, setup); /* the queue goes on once it is prepared */
         return;
     default: {
         char why[256];
@@ -355,10 +377,23 @@ static void conn_next(struct conn *c)
     r->head = cmd->next;
     if (r->head == NULL)
         r->tail = NULL;
+    conn_send(c, cmd);
+}
+
+/* Send cmd on c (open, idle). */
+static void conn_send(struct conn *c, struct cmd *cmd)
+{
     c->cur = cmd;
-    int ok = cmd->param != NULL ? PQsendQueryParams(c->pg, cmd->sql, 1, NULL,
-                                                    (const char *const *)&cmd->param, NULL, NULL, 0)
-                                : PQsendQuery(c->pg, cmd->sql);
+    const char *const *params = (const char *const *)&cmd->param;
+    int ok;
+    if (cmd->kind == CMD_SETUP)
+        ok = PQsendPrepare(c->pg, VOTE_STMT, VOTE_SQL, 1, NULL);
+    else if (cmd->exists_check)
+        ok = PQsendQueryPrepared(c->pg, VOTE_STMT, 1, params, NULL, NULL, 0);
+    else if (cmd->param != NULL)
+        ok = PQsendQueryParams(c->pg, cmd->sql, 1, NULL, params, NULL, NULL, 0);
+    else
+        ok = PQsendQuery(c->pg, cmd->sql);
     if (!ok) {
         char why[256];
         pg_error(c->pg, why, sizeof why);
@@ -380,6 +415,8 @@ static void conn_finish_cmd(struct conn *c, PGresult *res)
     c->cur = NULL;
     timer_stop(c);
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    enum cmd_kind cmd_kind = cmd->kind; /* cmd is freed by cmd_done */
+    int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
     char why[320];
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
         if (cmd->kind == CMD_SCAN) {
@@ -404,6 +441,10 @@ static void conn_finish_cmd(struct conn *c, PGresult *res)
                 *nl = '\0';
             cmd_done(r, cmd, CALL_TRANSIENT, why);
         }
+    }
+    if (cmd_kind == CMD_SETUP && !ok) {
+        conn_drop(c, "cannot prepare the vote's statement");
+        return;
     }
     if (PQstatus(c->pg) == CONNECTION_BAD) {
         conn_drop(c, "the connection broke");
@@ -503,8 +544,7 @@ static int pg_call(struct transport *tp, const struct call_req *req, call_done_f
     c->arg = arg;
     c->timeout_ms = req->timeout_ms;
     if (strcmp(req->op, "prepare") == 0) {
-        c->sql = xstrdup("SELECT 1 FROM pg_prepared_xacts"
-                         " WHERE gid = $1 AND database = current_database()");
+        c->sql = xstrdup(VOTE_SQL); /* run as the prepared VOTE_STMT */
         c->param = xstrdup(name);
         c->exists_check = 1;
     } else if (strcmp(req->op, "commit") == 0 || strcmp(req->op, "rollback") == 0) {
@@ -520,18 +560,17 @@ static int pg_call(struct transport *tp, const struct call_req *req, call_done_f
     }
     /* never answer inside call(): the queue is served from the loop */
     append(r, c);
-    if (!uv_is_active((uv_handle_t *)&t->kick))
-        uv_timer_start(&t->kick, on_kick, 0, 0);
+    kick(t);
     return 0;
 }
 
 /* ---- recovery scan ------------------------------------------------------ */
 
-static void finish_xact(struct resource *r, const char *xact, int commit)
+static void rollback_xact(struct resource *r, const char *xact)
 {
     struct cmd *c = xcalloc(1, sizeof *c);
     char sql[XACT_NAME_MAX + 32];
-    snprintf(sql, sizeof sql, "%s PREPARED '%s'", commit ? "COMMIT" : "ROLLBACK", xact);
+    snprintf(sql, sizeof sql, "ROLLBACK PREPARED '%s'", xact);
     c->kind = CMD_FINISH;
     c->sql = xstrdup(sql);
     c->gone_is_success = 1;
@@ -555,14 +594,12 @@ static void scan_rows(struct resource *r, PGresult *res)
             continue;
         }
         enum pg_decision d = t->decide(t->decide_arg, gid, branch);
-        if (d == PG_COMMIT)
-            finish_xact(r, xact, 1);
-        else if (d == PG_ROLLBACK)
-            finish_xact(r, xact, 0);
+        if (d == PG_ROLLBACK)
+            rollback_xact(r, xact);
         else if (d == PG_UNKNOWN && age_ms >= 0 && (uint64_t)age_ms >= t->grace_ms) {
             slog_warn("rolling back a prepared transaction no transaction knows (presumed abort)",
                       "resource=%s xact=%s age_ms=%lld", r->name, xact, age_ms);
-            finish_xact(r, xact, 0);
+            rollback_xact(r, xact);
         }
     }
 }

@@ -22,10 +22,11 @@
  *
  * Recovery: pg_resources_scan_start() scans every resource's
  * pg_prepared_xacts for dtx: transactions at once and then every scan_ms,
- * and asks decide() what each one is to become: committed, rolled back,
- * left alone (its transaction is still deciding), or, for a gid the
- * engine does not know, rolled back once older than orphan_grace_ms.
- * Nothing stays prepared.
+ * and asks decide() what each one is to become: rolled back, left alone (its
+ * transaction is deciding, or its driver is committing or rolling it back:
+ * a logged commit decision is carried out by the 2pc driver, which recovery
+ * resumes), or, for a gid the engine does not know, rolled back once older
+ * than orphan_grace_ms. Nothing stays prepared.
  *
  * Connection strings are never logged: only name, host, port, dbname, user.
  */
@@ -47,8 +48,7 @@ struct pg_resource_def {
 };
 
 enum pg_decision {
-    PG_LEAVE = 0, /* its transaction has not decided yet */
-    PG_COMMIT,    /* the commit decision is logged */
+    PG_LEAVE = 0, /* its transaction is deciding, or finishing it itself */
     PG_ROLLBACK,  /* rolled back, or the branch is not part of the decision */
     PG_UNKNOWN,   /* no such transaction: roll back once past the grace */
 };
