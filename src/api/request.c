@@ -48,8 +48,9 @@
 #define HOLD_DEFAULT_TIMEOUT 60000LL
 
 static const char *const top_keys[] = {
-    "gid",        "type", "steps",           "check", "retry", "request_timeout_ms",
-    "timeout_ms", "wait", "wait_timeout_ms", NULL};
+    "gid",        "type",   "steps",           "branches",
+    "check",      "submit", "retry",           "request_timeout_ms",
+    "timeout_ms", "wait",   "wait_timeout_ms", NULL};
 static const char *const saga_step_keys[] = {"action", "compensate", "payload", "after", NULL};
 static const char *const msg_step_keys[] = {"action", "payload", NULL};
 static const char *const tcc_branch_keys[] = {"branch", "confirm", "cancel", "payload", NULL};
@@ -499,6 +500,76 @@ static int parse_check(json_t *root, const struct req_limits *lim, struct txn_sp
     return 0;
 }
 
+static int parse_branch_obj(json_t *obj, enum txn_type type, const char *path,
+                            const struct req_limits *lim, struct step_spec *out,
+                            struct req_error *err);
+
+/* tcc/2pc: branches given with the create request, registered at once. */
+static int parse_branches(json_t *root, const struct req_limits *lim, struct txn_spec *spec,
+                          struct req_error *err)
+{
+    json_t *branches = json_object_get(root, "branches");
+    if (branches == NULL)
+        return 0;
+    if (spec->type != TXN_TCC && spec->type != TXN_2PC)
+        return fail(err, REQ_ERR_INVALID_VALUE, "branches",
+                    "branches is only for tcc and 2pc transactions (a %s has steps)",
+                    txn_type_name(spec->type));
+    if (!json_is_array(branches))
+        return fail(err, REQ_ERR_WRONG_TYPE, "branches", "branches must be an array");
+    size_t n = json_array_size(branches);
+    if (n > lim->max_steps)
+        return fail(err, REQ_ERR_TOO_MANY_STEPS, "branches",
+                    "branches has %zu branches, more than the maximum of %u", n, lim->max_steps);
+    if (n == 0)
+        return 0;
+    spec->steps = xcalloc(n, sizeof *spec->steps);
+    spec->nsteps = (uint32_t)n;
+    char path[32];
+    for (size_t i = 0; i < n; i++) {
+        snprintf(path, sizeof path, "branches[%zu]", i);
+        if (parse_branch_obj(json_array_get(branches, i), spec->type, path, lim, &spec->steps[i],
+                             err) != 0)
+            return DTX_EINVAL;
+        for (size_t k = 0; spec->steps[i].id && k < i; k++)
+            if (spec->steps[k].id && strcmp(spec->steps[k].id, spec->steps[i].id) == 0)
+                return fail(err, REQ_ERR_INVALID_VALUE, path,
+                            "%s.branch repeats the id of branches[%zu]", path, k);
+    }
+    /* the ones without an id: the lowest free numbers */
+    uint32_t next = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (spec->steps[i].id != NULL)
+            continue;
+        char id[16];
+        for (;; next++) {
+            snprintf(id, sizeof id, "%u", next);
+            size_t k = 0;
+            while (k < n && !(spec->steps[k].id && strcmp(spec->steps[k].id, id) == 0))
+                k++;
+            if (k == n)
+                break;
+        }
+        spec->steps[i].id = xstrdup(id);
+    }
+    return 0;
+}
+
+/* "submit": true creates a tcc/2pc/msg transaction already submitted. */
+static int parse_submit(json_t *root, struct txn_spec *spec, struct req_error *err)
+{
+    json_t *submit = json_object_get(root, "submit");
+    if (submit == NULL)
+        return 0;
+    if (!json_is_boolean(submit))
+        return fail(err, REQ_ERR_WRONG_TYPE, "submit", "submit must be true or false");
+    if (spec->type == TXN_SAGA)
+        return fail(err, REQ_ERR_INVALID_VALUE, "submit",
+                    "submit is not for sagas: a saga starts when it is created");
+    spec->submit = json_is_true(submit);
+    return 0;
+}
+
 /* Everything after type, gid and steps. */
 static int parse_options(json_t *root, const struct req_limits *lim, struct txn_spec *spec,
                          struct req_error *err)
@@ -590,6 +661,10 @@ int request_parse_create(const char *body, size_t len, const struct req_limits *
         goto fail;
     if (parse_check(root, lim, spec, err) != 0)
         goto fail;
+    if (parse_branches(root, lim, spec, err) != 0)
+        goto fail;
+    if (parse_submit(root, spec, err) != 0)
+        goto fail;
     if (parse_options(root, lim, spec, err) != 0)
         goto fail;
 
@@ -627,36 +702,90 @@ static json_t *load_object(const char *body, size_t len, struct req_error *err)
     return root;
 }
 
-/* A 2pc branch on a PostgreSQL resource: root.resource is res. */
-static int parse_resource(json_t *root, json_t *res, const struct req_limits *lim,
+/* The field called key, inside path (NULL: at the top level), into out. */
+static const char *field_of(const char *path, const char *key, char *out, size_t n)
+{
+    if (path != NULL)
+        snprintf(out, n, "%s.%s", path, key);
+    else
+        snprintf(out, n, "%s", key);
+    return out;
+}
+
+/* A 2pc branch on a PostgreSQL resource: obj.resource is res. */
+static int parse_resource(json_t *obj, json_t *res, const char *path, const struct req_limits *lim,
                           struct step_spec *out, struct req_error *err)
 {
+    char f[sizeof err->field];
     if (!json_is_string(res))
-        return fail(err, REQ_ERR_WRONG_TYPE, "resource", "resource must be a string (its name)");
+        return fail(err, REQ_ERR_WRONG_TYPE, field_of(path, "resource", f, sizeof f),
+                    "%s must be a string (its name)", f);
     const char *name = json_string_value(res);
     if (strlen(name) != json_string_length(res) || lim->resource_ok == NULL ||
         !lim->resource_ok(lim->resource_ok_arg, name))
-        return fail(err, REQ_ERR_INVALID_VALUE, "resource",
-                    "resource names no PostgreSQL resource dtxd is configured with");
+        return fail(err, REQ_ERR_INVALID_VALUE, field_of(path, "resource", f, sizeof f),
+                    "%s names no PostgreSQL resource dtxd is configured with", f);
     static const char *const urls[] = {"prepare", "commit", "rollback"};
     for (size_t i = 0; i < 3; i++)
-        if (json_object_get(root, urls[i]) != NULL)
-            return fail(err, REQ_ERR_INVALID_VALUE, urls[i],
-                        "%s is not allowed with resource: dtxd itself commits or rolls back",
-                        urls[i]);
+        if (json_object_get(obj, urls[i]) != NULL)
+            return fail(err, REQ_ERR_INVALID_VALUE, field_of(path, urls[i], f, sizeof f),
+                        "%s is not allowed with resource: dtxd itself commits or rolls back", f);
     if (out->id == NULL)
-        return fail(err, REQ_ERR_MISSING_FIELD, "branch",
-                    "branch is required with resource: it is part of the prepared "
-                    "transaction's name dtx:<gid>:<branch>");
+        return fail(err, REQ_ERR_MISSING_FIELD, field_of(path, "branch", f, sizeof f),
+                    "%s is required with resource: it is part of the prepared "
+                    "transaction's name dtx:<gid>:<branch>",
+                    f);
     if (strchr(out->id, ':') != NULL)
-        return fail(err, REQ_ERR_INVALID_VALUE, "branch",
-                    "branch must not contain ':' with resource (dtx:<gid>:<branch> is split at "
-                    "the last ':')");
+        return fail(err, REQ_ERR_INVALID_VALUE, field_of(path, "branch", f, sizeof f),
+                    "%s must not contain ':' with resource (dtx:<gid>:<branch> is split at "
+                    "the last ':')",
+                    f);
     size_t n = strlen(RESOURCE_URL_PREFIX) + strlen(name) + 1;
     out->prepare = xmalloc(n);
     snprintf(out->prepare, n, "%s%s", RESOURCE_URL_PREFIX, name);
     out->action = xstrdup(out->prepare);
     out->compensate = xstrdup(out->prepare);
+    return 0;
+}
+
+/* One tcc/2pc branch from obj (path: NULL for a registration body, else
+ * "branches[i]"). On error out may be partly filled (step_spec_clear). */
+static int parse_branch_obj(json_t *obj, enum txn_type type, const char *path,
+                            const struct req_limits *lim, struct step_spec *out,
+                            struct req_error *err)
+{
+    char f[sizeof err->field], prefix[48];
+    snprintf(prefix, sizeof prefix, "%s%s", path ? path : "", path ? "." : "");
+    if (!json_is_object(obj))
+        return fail(err, REQ_ERR_WRONG_TYPE, path ? path : "", "%s must be an object",
+                    path ? path : "the body");
+    int is_xa = type == TXN_2PC;
+    if (check_keys(obj, is_xa ? xa_branch_keys : tcc_branch_keys, prefix, err) != 0)
+        return DTX_EINVAL;
+    json_t *id = json_object_get(obj, "branch");
+    if (id != NULL) {
+        field_of(path, "branch", f, sizeof f);
+        if (!json_is_string(id))
+            return fail(err, REQ_ERR_WRONG_TYPE, f, "%s must be a string", f);
+        const char *s = json_string_value(id);
+        if (strlen(s) != json_string_length(id) || strlen(s) > BRANCH_ID_MAX || !request_gid_ok(s))
+            return fail(err, REQ_ERR_INVALID_VALUE, f,
+                        "%s must be 1 to %d characters of A-Z a-z 0-9 . _ : -", f, BRANCH_ID_MAX);
+        out->id = xstrdup(s);
+    }
+    json_t *res = is_xa ? json_object_get(obj, "resource") : NULL;
+    if (res != NULL) {
+        if (parse_resource(obj, res, path, lim, out, err) != 0)
+            return DTX_EINVAL;
+    } else {
+        if (is_xa && get_url(obj, "prepare", path, lim, &out->prepare, err) != 0)
+            return DTX_EINVAL;
+        if (get_url(obj, is_xa ? "commit" : "confirm", path, lim, &out->action, err) != 0)
+            return DTX_EINVAL;
+        if (get_url(obj, is_xa ? "rollback" : "cancel", path, lim, &out->compensate, err) != 0)
+            return DTX_EINVAL;
+    }
+    get_payload(obj, out);
     return 0;
 }
 
@@ -667,45 +796,11 @@ int request_parse_branch(const char *body, size_t len, enum txn_type type,
     json_t *root = load_object(body, len, err);
     if (root == NULL)
         return DTX_EINVAL;
-    int is_xa = type == TXN_2PC;
-    if (check_keys(root, is_xa ? xa_branch_keys : tcc_branch_keys, "", err) != 0)
-        goto fail;
-    json_t *id = json_object_get(root, "branch");
-    if (id != NULL) {
-        if (!json_is_string(id)) {
-            fail(err, REQ_ERR_WRONG_TYPE, "branch", "branch must be a string");
-            goto fail;
-        }
-        const char *s = json_string_value(id);
-        if (strlen(s) != json_string_length(id) || strlen(s) > BRANCH_ID_MAX ||
-            !request_gid_ok(s)) {
-            fail(err, REQ_ERR_INVALID_VALUE, "branch",
-                 "branch must be 1 to %d characters of A-Z a-z 0-9 . _ : -", BRANCH_ID_MAX);
-            goto fail;
-        }
-        out->id = xstrdup(s);
-    }
-    json_t *res = is_xa ? json_object_get(root, "resource") : NULL;
-    if (res != NULL) {
-        if (parse_resource(root, res, lim, out, err) != 0)
-            goto fail;
-        get_payload(root, out);
-        json_decref(root);
-        return 0;
-    }
-    if (is_xa && get_url(root, "prepare", NULL, lim, &out->prepare, err) != 0)
-        goto fail;
-    if (get_url(root, is_xa ? "commit" : "confirm", NULL, lim, &out->action, err) != 0)
-        goto fail;
-    if (get_url(root, is_xa ? "rollback" : "cancel", NULL, lim, &out->compensate, err) != 0)
-        goto fail;
-    get_payload(root, out);
+    int rc = parse_branch_obj(root, type, NULL, lim, out, err);
+    if (rc != 0)
+        step_spec_clear(out);
     json_decref(root);
-    return 0;
-fail:
-    step_spec_clear(out);
-    json_decref(root);
-    return DTX_EINVAL;
+    return rc;
 }
 
 int request_parse_control(const char *body, size_t len, const struct req_limits *lim, int *wait,

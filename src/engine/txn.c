@@ -155,7 +155,7 @@ struct txn *txn_new_from_spec(const struct txn_spec *spec, const char *gid, uint
     t->gid = xstrdup(gid);
     t->seq = seq;
     t->type = spec->type;
-    t->state = spec->type == TXN_SAGA ? TXN_SUBMITTED : TXN_PREPARED;
+    t->state = spec->type == TXN_SAGA || spec->submit ? TXN_SUBMITTED : TXN_PREPARED;
     t->concurrent = spec->concurrent;
     t->check = spec->check ? xstrdup(spec->check) : NULL;
     t->created_at = t->updated_at = now_wall;
@@ -168,7 +168,8 @@ struct txn *txn_new_from_spec(const struct txn_spec *spec, const char *gid, uint
         char id[16];
         snprintf(id, sizeof id, "%u", i + 1);
         struct step_spec s = spec->steps[i];
-        s.id = id;
+        if (s.id == NULL)
+            s.id = id;
         txn_add_branch(t, &s, now_wall);
     }
     return t;
@@ -270,8 +271,16 @@ int txn_matches_spec(const struct txn *t, const struct txn_spec *spec)
         return 0;
     if (!str_eq(t->check, spec->check))
         return 0;
-    if (t->type == TXN_TCC || t->type == TXN_2PC)
-        return 1; /* branches came by registration, not with the create request */
+    if (t->type == TXN_TCC || t->type == TXN_2PC) {
+        /* branches given with the create request must be there as given;
+         * others may have been registered since */
+        for (uint32_t i = 0; i < spec->nsteps; i++) {
+            const struct branch *b = txn_branch_by_id(t, spec->steps[i].id);
+            if (b == NULL || !branch_matches_spec(b, &spec->steps[i]))
+                return 0;
+        }
+        return 1;
+    }
     for (uint32_t i = 0; i < spec->nsteps; i++) {
         const struct branch *b = &t->branches[i];
         const struct step_spec *s = &spec->steps[i];

@@ -96,6 +96,7 @@ struct txn_spec {
     uint32_t nsteps;
     int concurrent; /* some step declared `after`: steps form a DAG, not a sequence */
     char *check;    /* msg: the URL asked whether the client's local transaction committed */
+    int submit;     /* tcc/2pc/msg: created submitted (steps / branches given inline) */
     struct retry_policy retry;
     uint32_t request_timeout_ms;
     uint64_t timeout_ms; /* 0 = no deadline */
@@ -182,7 +183,8 @@ int branch_set_state(struct branch *b, enum branch_state to, int64_t now_wall, c
 void branch_set_error(struct branch *b, const char *err);
 
 /* A new txn from a spec (copies everything; spec unchanged), state
- * TXN_SUBMITTED for a saga, TXN_PREPARED for the other modes. gid must be set. */
+ * TXN_SUBMITTED for a saga or when spec->submit, else TXN_PREPARED. Branch
+ * ids are the steps' ids, or their 1-based positions. gid must be set. */
 struct txn *txn_new_from_spec(const struct txn_spec *spec, const char *gid, uint64_t seq,
                               int64_t now_wall);
 /* Append a registered branch (copied from s; id must be set). Returns it.

@@ -666,3 +666,92 @@ def test_msg_kill9_mid_delivery_resumes(dtxd, participant):
     assert p.count("/deliver1") == 1  # its success was on disk: not sent again
     assert p.count("/deliver3") == 1
     assert p.count("/check") == 0
+
+
+# ------------------------------------------- branches with the create request
+
+
+def test_2pc_created_with_branches_and_submitted_in_one_request(dtxd, participant):
+    p = participant
+    gid = new_gid("one")
+    body = {"type": "2pc", "gid": gid, "retry": dict(FAST_RETRY), "submit": True, "wait": True,
+            "branches": [xa_branch(p, "a", {"k": 1}, branch="a"), xa_branch(p, "b")]}
+    r = dtxd.create(body)
+    assert r.status == 201, r
+    t = r.body
+    assert t["status"] == "succeeded", t
+    assert [b["branch"] for b in t["branches"]] == ["a", "1"]
+    assert branch_states(t) == ["succeeded", "succeeded"]
+    assert p.count(op="prepare") == 2 and p.count(op="commit") == 2
+    assert p.calls("/a/commit")[0].branch == "a"
+    # the same request again: the same transaction, nothing called again
+    r = dtxd.create(body)
+    assert r.status == 200 and r.body["status"] == "succeeded", r
+    assert p.count(op="commit") == 2
+    # other branches under the same gid: a conflict
+    assert_error(dtxd.create(dict(body, branches=[xa_branch(p, "c", branch="a")])), 409,
+                 "gid_conflict", "gid")
+
+
+def test_tcc_created_with_branches_then_registered_more(dtxd, participant):
+    p = participant
+    gid = new_gid("tb")
+    body = {"type": "tcc", "gid": gid, "retry": dict(FAST_RETRY),
+            "branches": [tcc_branch(p, "a", branch="x")]}
+    assert dtxd.create(body).status == 201
+    # a generated id counts from the number of branches already there
+    assert register(dtxd, gid, tcc_branch(p, "b")) == "2"
+    # re-creating still matches: the inline branch is there as given
+    assert dtxd.create(body).status == 200
+    t = submit(dtxd, gid, {"wait": True})
+    assert t["status"] == "succeeded" and [b["branch"] for b in t["branches"]] == ["x", "2"]
+
+
+def test_2pc_one_request_no_vote_rolls_back(dtxd, participant):
+    p = participant
+    p.script("/b/prepare", [409])
+    body = {"type": "2pc", "retry": dict(FAST_RETRY), "submit": True, "wait": True,
+            "branches": [xa_branch(p, "a"), xa_branch(p, "b")]}
+    t = dtxd.create(body).body
+    assert t["status"] == "failed" and branch_states(t) == ["compensated", "compensated"]
+    assert p.count(op="commit") == 0
+
+
+def test_msg_created_submitted_is_delivered_without_check(dtxd, participant):
+    p = participant
+    r = dtxd.create(msg_body(p, submit=True, wait=True))
+    assert r.status == 201 and r.body["status"] == "succeeded", r
+    assert p.count("/check") == 0 and p.count("/deliver2") == 1
+
+
+def test_inline_branches_and_submit_errors(dtxd, participant):
+    p = participant
+    url = p.url("/x")
+    saga_step = {"action": url, "compensate": url}
+    cases = [
+        ({"type": "saga", "steps": [saga_step], "submit": True}, "invalid_value", "submit"),
+        ({"type": "tcc", "submit": "yes"}, "wrong_type", "submit"),
+        ({"type": "saga", "steps": [saga_step], "branches": []}, "invalid_value", "branches"),
+        ({"type": "msg", "check": url, "steps": [{"action": url}], "branches": []},
+         "invalid_value", "branches"),
+        ({"type": "tcc", "branches": {}}, "wrong_type", "branches"),
+        ({"type": "tcc", "branches": [5]}, "wrong_type", "branches[0]"),
+        ({"type": "tcc", "branches": [{"confirm": url}]}, "missing_field", "branches[0].cancel"),
+        ({"type": "tcc", "branches": [dict(tcc_branch(p, "a"), prepare=url)]}, "unknown_field",
+         "branches[0].prepare"),
+        ({"type": "2pc", "branches": [xa_branch(p, "a"), dict(xa_branch(p, "b"), commit="ftp://x")]},
+         "invalid_url", "branches[1].commit"),
+        ({"type": "2pc", "branches": [xa_branch(p, "a", branch="k"), xa_branch(p, "b", branch="k")]},
+         "invalid_value", "branches[1]"),
+        ({"type": "2pc", "branches": [{"branch": "r", "resource": "nope"}]}, "invalid_value",
+         "branches[0].resource"),
+    ]
+    for body, code, field in cases:
+        assert_error(dtxd.create(body), 400, code, field)
+    assert dtxd.list().body["transactions"] == []
+
+
+def test_too_many_inline_branches(dtxd_factory, participant):
+    d = dtxd_factory("--max-steps", "2")
+    body = {"type": "tcc", "branches": [tcc_branch(participant, n) for n in "abc"]}
+    assert_error(d.create(body), 400, "too_many_steps", "branches")

@@ -663,8 +663,8 @@ static void test_create_tcc_2pc(void **state)
         ERR(body, REQ_ERR_INVALID_VALUE, "timeout_ms");
         snprintf(body, sizeof body, "{\"type\":\"%s\",\"gid\":\"a b\"}", types[i]);
         ERR(body, REQ_ERR_INVALID_VALUE, "gid");
-        snprintf(body, sizeof body, "{\"type\":\"%s\",\"branches\":[]}", types[i]);
-        ERR(body, REQ_ERR_UNKNOWN_FIELD, "branches");
+        snprintf(body, sizeof body, "{\"type\":\"%s\",\"branches\":[1]}", types[i]);
+        ERR(body, REQ_ERR_WRONG_TYPE, "branches[0]");
         snprintf(body, sizeof body, "{\"type\":\"%s\",\"wait\":\"yes\"}", types[i]);
         ERR(body, REQ_ERR_WRONG_TYPE, "wait");
     }
@@ -1000,6 +1000,55 @@ static void control_err(const char *body, size_t len, const struct req_limits *l
 #define COK(body, w, t)  control_ok(body, strlen(body), &lim, w, t, __LINE__)
 #define CERR(body, c, f) control_err(body, strlen(body), &lim, c, f, __LINE__)
 
+/* tcc/2pc branches given with the create request, and "submit" */
+static void test_create_with_branches(void **state)
+{
+    (void)state;
+    const char *body = "{\"type\":\"2pc\",\"submit\":true,\"branches\":["
+                       "{\"prepare\":\"http://a/p\",\"commit\":\"http://a/c\","
+                       "\"rollback\":\"http://a/r\",\"payload\":{\"n\":1}},"
+                       "{\"branch\":\"1\",\"prepare\":\"http://b/p\",\"commit\":\"http://b/c\","
+                       "\"rollback\":\"http://b/r\"},"
+                       "{\"prepare\":\"http://c/p\",\"commit\":\"http://c/c\","
+                       "\"rollback\":\"http://c/r\"}]}";
+    struct txn_spec *s = parse_ok(body, &lim);
+    assert_int_equal(s->type, TXN_2PC);
+    assert_int_equal(s->submit, 1);
+    assert_int_equal(s->nsteps, 3);
+    /* ids: the given one kept, the others the lowest free numbers */
+    assert_string_equal(s->steps[0].id, "2");
+    assert_string_equal(s->steps[1].id, "1");
+    assert_string_equal(s->steps[2].id, "3");
+    assert_string_equal(s->steps[0].prepare, "http://a/p");
+    assert_string_equal(s->steps[0].action, "http://a/c");
+    assert_string_equal(s->steps[0].compensate, "http://a/r");
+    assert_string_equal(s->steps[0].payload, "{\"n\":1}");
+    assert_string_equal(s->steps[1].payload, "{}");
+    txn_spec_free(s);
+
+    s = parse_ok("{\"type\":\"msg\",\"check\":\"http://h/c\",\"submit\":true,"
+                 "\"steps\":[{\"action\":\"http://h/a\"}]}",
+                 &lim);
+    assert_int_equal(s->submit, 1);
+    txn_spec_free(s);
+    s = parse_ok("{\"type\":\"tcc\",\"submit\":false,\"branches\":[]}", &lim);
+    assert_int_equal(s->submit, 0);
+    assert_int_equal(s->nsteps, 0);
+    txn_spec_free(s);
+
+    ERR("{\"type\":\"tcc\",\"branches\":[{\"confirm\":\"http://a/c\"}]}", REQ_ERR_MISSING_FIELD,
+        "branches[0].cancel");
+    ERR("{\"type\":\"tcc\",\"branches\":[{\"branch\":\"k\",\"confirm\":\"http://a/c\","
+        "\"cancel\":\"http://a/x\"},{\"branch\":\"k\",\"confirm\":\"http://a/c\","
+        "\"cancel\":\"http://a/x\"}]}",
+        REQ_ERR_INVALID_VALUE, "branches[1]");
+    ERR("{\"type\":\"saga\",\"submit\":true,\"steps\":[" STEP "]}", REQ_ERR_INVALID_VALUE,
+        "submit");
+    ERR("{\"type\":\"tcc\",\"submit\":1}", REQ_ERR_WRONG_TYPE, "submit");
+    ERR("{\"type\":\"2pc\",\"branches\":[{\"branch\":\"r\",\"resource\":\"db\"}]}",
+        REQ_ERR_INVALID_VALUE, "branches[0].resource"); /* no resource is configured */
+}
+
 static void test_control(void **state)
 {
     (void)state;
@@ -1075,6 +1124,7 @@ int main(void)
         cmocka_unit_test(test_create_msg),
         cmocka_unit_test(test_branch_tcc),
         cmocka_unit_test(test_branch_2pc),
+        cmocka_unit_test(test_create_with_branches),
         cmocka_unit_test(test_control),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

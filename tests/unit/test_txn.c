@@ -331,7 +331,7 @@ static void test_new_msg(void **state)
         s->steps[i].payload = xstrdup("[]");
         s->steps[i].payload_len = 2;
     }
-    s->steps[1].id = xstrdup("ignored"); /* create-time steps are numbered */
+    s->steps[1].id = xstrdup("given"); /* an id given with the step is kept */
     struct txn *t = txn_new_from_spec(s, "m", 3, 4);
     assert_int_equal(t->state, TXN_PREPARED);
     assert_string_equal(t->check, "http://h/check");
@@ -341,7 +341,7 @@ static void test_new_msg(void **state)
         const struct branch *b = &t->branches[i];
         char id[16];
         snprintf(id, sizeof id, "%u", i + 1);
-        assert_string_equal(b->id, id);
+        assert_string_equal(b->id, i == 1 ? "given" : id);
         assert_int_equal(b->idx, i);
         assert_ptr_equal(b->txn, t);
         assert_null(b->prepare);
@@ -350,8 +350,8 @@ static void test_new_msg(void **state)
         assert_int_equal(b->state, BR_PENDING);
         assert_int_equal(b->updated_at, 4);
     }
-    assert_ptr_equal(txn_branch_by_id(t, "2"), &t->branches[1]);
-    assert_null(txn_branch_by_id(t, "ignored"));
+    assert_ptr_equal(txn_branch_by_id(t, "given"), &t->branches[1]);
+    assert_null(txn_branch_by_id(t, "2"));
     assert_true(txn_matches_spec(t, s));
     txn_spec_free(s);
     txn_free(t);
