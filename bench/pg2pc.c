@@ -103,6 +103,7 @@ struct config {
     double duration, warmup;
     long rows;
     long pg_pid, dtxd_pid;
+    int one_request; /* dtx1: prepare both, then one create+submit request */
 };
 
 struct worker {
@@ -149,10 +150,15 @@ static const char *const check_steps[] = {"prepare A", "prepare B", "check A+B",
                                           "commit B"};
 static const char *const dtx_steps[] = {"create",     "prepare A",  "prepare B",
                                         "register A", "register B", "submit+wait"};
+static const char *const dtx1_steps[] = {"prepare A", "prepare B", "create+submit+wait"};
 
 /* The names of this run's steps. OUT: *n, how many. */
 static const char *const *steps_of(size_t *n)
 {
+    if (cfg.mode == MODE_DTX && cfg.one_request) {
+        *n = sizeof dtx1_steps / sizeof *dtx1_steps;
+        return dtx1_steps;
+    }
     if (cfg.mode == MODE_DTX) {
         *n = sizeof dtx_steps / sizeof *dtx_steps;
         return dtx_steps;
@@ -292,6 +298,52 @@ undo:
     return -1;
 }
 
+/* One transfer through dtxd in one request: both databases prepared first
+ * under the gid, then the 2pc created with both resource branches and
+ * submitted, waiting for the outcome. 0 or -1. */
+static int transfer_dtx1(struct worker *w, uint64_t seq)
+{
+    static const char *const branch[2] = {"a", "b"};
+    char gid[DTX_GID_MAX + 1], body[512];
+    struct dtx_txn *t = NULL;
+    int i, step = 0;
+    long key[2];
+
+    pick_keys(w, key);
+    snprintf(gid, sizeof gid, "pg2pc-%ld-%d-%" PRIu64, (long)getpid(), w->id, seq);
+    for (i = 0; i < 2; i++) {
+        if (do_work(w, i, key[i]) != 0 || dtx_pg_prepare(w->pg[i], gid, branch[i]) != 0) {
+            report_error(w, i == 0 ? "database A" : "database B", PQerrorMessage(w->pg[i]));
+            for (int k = 0; k < 2; k++)
+                rollback_local(w->pg[k]);
+            return -1; /* a prepared one is an orphan: dtxd's scan rolls it back */
+        }
+        w->step_end[++step] = now_us();
+    }
+    snprintf(body, sizeof body,
+             "{\"type\":\"2pc\",\"gid\":\"%s\",\"submit\":true,\"wait\":true,"
+             "\"wait_timeout_ms\":%d,\"branches\":[{\"branch\":\"a\",\"resource\":\"%s\"},"
+             "{\"branch\":\"b\",\"resource\":\"%s\"}]}",
+             gid, WAIT_MS, cfg.resource[0], cfg.resource[1]);
+    if (dtx_create_json(w->client, body, &t) != 0) {
+        const struct dtx_error *e = dtx_client_last_error(w->client);
+        char detail[512];
+        snprintf(detail, sizeof detail, "%s (http %d %s)", e->message, e->http_status, e->api_code);
+        report_error(w, "create+submit", detail);
+        return -1;
+    }
+    int ok = t->status != NULL && strcmp(t->status, "succeeded") == 0;
+    if (!ok) {
+        char detail[160];
+        snprintf(detail, sizeof detail, "gid %s ended %s (http %d)", gid,
+                 t->status ? t->status : "(no status)", t->http_status);
+        report_error(w, "create+submit", detail);
+    }
+    dtx_txn_free(t);
+    w->step_end[++step] = now_us();
+    return ok ? 0 : -1;
+}
+
 /* One transfer through dtxd. 0 or -1 (error reported, rolled back). */
 static int transfer_dtx(struct worker *w, uint64_t seq)
 {
@@ -404,7 +456,9 @@ static void *worker_main(void *arg)
         if (t0 >= t_end)
             break;
         w->step_end[0] = t0;
-        int rc = cfg.mode == MODE_BARE ? transfer_bare(w, seq) : transfer_dtx(w, seq);
+        int rc = cfg.mode == MODE_BARE ? transfer_bare(w, seq)
+                 : cfg.one_request     ? transfer_dtx1(w, seq)
+                                       : transfer_dtx(w, seq);
         uint64_t t1 = now_us();
         seq++;
         if (t1 < t_begin || t1 >= t_end || rc != 0)
@@ -574,6 +628,8 @@ static void parse_args(int argc, char **argv)
             cfg.mode = MODE_BARE;
         else if (strcmp(k, "--mode") == 0 && strcmp(v, "dtx") == 0)
             cfg.mode = MODE_DTX;
+        else if (strcmp(k, "--mode") == 0 && strcmp(v, "dtx1") == 0)
+            cfg.mode = MODE_DTX, cfg.one_request = 1;
         else if (strcmp(k, "--check") == 0 && strcmp(v, "query") == 0)
             cfg.check = CHECK_QUERY;
         else if (strcmp(k, "--check") == 0 && strcmp(v, "prepared") == 0)
@@ -687,7 +743,9 @@ int main(int argc, char **argv)
         other_cpu = 0;
     double nd = n ? (double)n : 1;
     static const char *const bare_names[] = {"bare", "bare+check", "bare+check(prepared)"};
-    const char *mode = cfg.mode == MODE_BARE ? bare_names[cfg.check] : "dtx";
+    const char *mode = cfg.mode == MODE_BARE ? bare_names[cfg.check]
+                       : cfg.one_request     ? "dtx1"
+                                             : "dtx";
 
     printf("pg2pc %s: %d threads, %.1f s measured after %.1f s warmup\n", mode, cfg.threads, d,
            cfg.warmup);

@@ -44,7 +44,9 @@
 #   PG_SETTINGS=           extra postgresql.conf lines, ';'-separated
 #                          (e.g. "synchronous_commit=off;commit_delay=100")
 #   PG_ROOT=/tmp           where the cluster's temporary directory is made
-#   MODES="bare dtx"       modes to run, in order; also (diagnostic)
+#   MODES="bare dtx dtx1"  modes to run, in order (dtx1: the client prepares both
+#                          databases, then one request creates the 2pc with both
+#                          resource branches and submits it); also (diagnostic)
 #                          bare_check: bare plus the existence check dtxd
 #                          runs per branch before committing, sent as dtxd
 #                          sends it; bare_check_prep: the same check as a
@@ -75,7 +77,7 @@ DTXD_ARGS=${DTXD_ARGS:---log-level warn}
 PG_VIA=${PG_VIA:-tcp}
 PG_SETTINGS=${PG_SETTINGS:-}
 PG_ROOT=${PG_ROOT:-/tmp}
-MODES=${MODES:-bare dtx}
+MODES=${MODES:-bare dtx dtx1}
 FSYNC_COUNT=${FSYNC_COUNT:-1}
 PG_STATS=${PG_STATS:-0}
 PIN=${PIN:-0}
@@ -375,6 +377,16 @@ for mode in $MODES; do
         fi
         stop_dtxd
         ;;
+    dtx1)
+        if start_dtxd; then
+            log "dtx1: prepare A and B, then one request: create with both branches, submit, \
+wait (${DURATION}s, $THREADS threads)"
+            run_mode dtx1 --mode dtx1 --dtxd "http://127.0.0.1:$DPORT" --dtxd-pid "$DTXD_PID"
+        else
+            DTX_NOTE="failed: dtxd did not answer /healthz"
+        fi
+        stop_dtxd
+        ;;
     bare_check | bare_check_prep)
         kind=query
         [ "$mode" = bare_check_prep ] && kind=prepared
@@ -427,6 +439,7 @@ report() {
         bare_check) row "$mode" "bare + dtxd's existence checks, planned each time" ;;
         bare_check_prep) row "$mode" "bare + existence checks, prepared statement" ;;
         dtx) row dtx "dtx (create, prepare A, B, register ×2, submit+wait)" "${DTX_NOTE:-failed}" ;;
+        dtx1) row dtx1 "dtx1 (prepare A, B; one create+submit+wait with both branches)" "${DTX_NOTE:-failed}" ;;
         esac
     done
     echo
@@ -435,6 +448,10 @@ report() {
     d=$(field "${RESULTS[dtx]:-}" tps)
     if [ -n "$b" ] && [ -n "$d" ]; then
         awk -v d="$d" -v b="$b" 'BEGIN { printf "dtx / bare throughput: %.2f (target >= 0.80)\n\n", d / b }'
+    fi
+    d=$(field "${RESULTS[dtx1]:-}" tps)
+    if [ -n "$b" ] && [ -n "$d" ]; then
+        awk -v d="$d" -v b="$b" 'BEGIN { printf "dtx1 / bare throughput: %.2f (target >= 0.80)\n\n", d / b }'
     fi
     echo "Mean ms per step (counted transfers):"
     echo
