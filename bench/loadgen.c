@@ -34,6 +34,11 @@
  * percentiles. After the window no new transaction starts and those still in
  * flight are drained (up to --timeout-ms) without being counted.
  *
+ * --count N replaces the clock with a number, for profiling (a fixed amount
+ * of work, say under callgrind): exactly N transactions are started, closed
+ * loop, with no warmup; every one that ends is counted, and the window is
+ * from the first start to the last end.
+ *
  * Output: a human summary on stdout, then one machine-readable line
  *   RESULT mode=dtx wait=true concurrency=128 rate=0.0 duration_s=10.0
  *          tps=... p50_ms=... p90_ms=... p99_ms=... p999_ms=... max_ms=...
@@ -79,6 +84,7 @@ struct config {
     bool wait;
     long timeout_ms; /* per HTTP request */
     double rate;     /* transactions/s to start; 0 = closed loop */
+    long count;      /* > 0: start exactly this many, then stop (no clock) */
 };
 
 /* One in-flight transaction and the easy handle that carries it. */
@@ -111,6 +117,7 @@ struct run {
     uint64_t warm_end_us;        /* measurement window [warm_end_us, end_us) */
     uint64_t end_us;
     bool stopping; /* past end_us: start nothing new */
+    long started;  /* transactions started (for --count) */
     uint32_t *lat_us;
     size_t lat_len, lat_cap;
     uint64_t errors;       /* inside the window */
@@ -141,7 +148,8 @@ static void usage(void)
             "  --warmup S        seconds before measuring (default 2)\n"
             "  --wait true|false dtx mode: wait for the saga to finish (default true)\n"
             "  --timeout-ms N    per-request timeout (default 60000)\n"
-            "  --rate R          start R transactions/s (open loop); 0 = closed loop (default)\n");
+            "  --rate R          start R transactions/s (open loop); 0 = closed loop (default)\n"
+            "  --count N         run exactly N transactions (no warmup, no clock), then stop\n");
 }
 
 /* ---- small helpers ---- */
@@ -407,6 +415,7 @@ static void txn_start(struct run *r, struct slot *s, uint64_t start_us)
 {
     s->busy = true;
     r->in_flight++;
+    r->started++;
     s->start_us = start_us;
     if (r->cfg.mode == MODE_DTX) {
         buf_reset(&s->resp);
@@ -430,7 +439,7 @@ static void txn_end(struct run *r, struct slot *s)
     r->in_flight--;
     if (r->cfg.rate > 0)
         r->idle[r->nidle++] = s;
-    else if (!r->stopping && !interrupted)
+    else if (!r->stopping && !interrupted && (r->cfg.count == 0 || r->started < r->cfg.count))
         txn_start(r, s, clock_mono_us());
 }
 
@@ -576,6 +585,8 @@ static void parse_args(struct config *c, int argc, char **argv)
             c->timeout_ms = (long)parse_double(a, v, 1);
         else if (strcmp(a, "--rate") == 0)
             c->rate = parse_double(a, v, 0);
+        else if (strcmp(a, "--count") == 0)
+            c->count = (long)parse_double(a, v, 1);
         else if (strcmp(a, "--wait") == 0 && strcmp(v, "true") == 0)
             c->wait = true;
         else if (strcmp(a, "--wait") == 0 && strcmp(v, "false") == 0)
@@ -596,6 +607,14 @@ static void parse_args(struct config *c, int argc, char **argv)
     if (c->participant == NULL || (c->mode == MODE_DTX && c->dtxd == NULL)) {
         usage();
         exit(2);
+    }
+    if (c->count > 0) {
+        /* a fixed amount of work: no warmup, no time limit, closed loop */
+        c->rate = 0;
+        c->warmup_s = 0;
+        c->duration_s = 1e9;
+        if (c->concurrency > c->count)
+            c->concurrency = c->count;
     }
 }
 
@@ -696,6 +715,8 @@ static void run_loop(struct run *r)
             warm_marked = true;
             cpu_warm = cpu_seconds();
         }
+        if (r->cfg.count > 0 && !r->stopping && r->started >= r->cfg.count && r->in_flight == 0)
+            r->end_us = now; /* --count: the last one is in */
         if (!r->stopping && (now >= r->end_us || interrupted)) {
             r->stopping = true;
             stop_us = now < r->end_us ? now : r->end_us;

@@ -105,22 +105,40 @@ static void put_str(struct buf *b, const char *s)
     buf_append(b, "\"", 1);
 }
 
+static void put_u64(struct buf *b, unsigned long long v)
+{
+    char tmp[24];
+    char *p = tmp + sizeof tmp;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    buf_append(b, p, (size_t)(tmp + sizeof tmp - p));
+}
+
 static void put_time(struct buf *b, int64_t ms)
 {
-    char tmp[32];
-    if (ms > 0)
-        buf_printf(b, "\"%s\"", clock_fmt_rfc3339(ms, tmp));
-    else
+    char tmp[40];
+    if (ms <= 0) {
         buf_puts(b, "null");
+        return;
+    }
+    tmp[0] = '"';
+    size_t n = strlen(clock_fmt_rfc3339(ms, tmp + 1)) + 1;
+    tmp[n] = '"';
+    buf_append(b, tmp, n + 1);
 }
 
 static void put_summary_fields(struct buf *b, const struct txn *t)
 {
     buf_puts(b, "{\"gid\":");
     put_str(b, t->gid);
-    buf_printf(b, ",\"type\":\"%s\",\"status\":\"%s\",\"needs_attention\":%s",
-               txn_type_name(t->type), txn_state_name(t->state),
-               t->needs_attention ? "true" : "false");
+    buf_puts(b, ",\"type\":\"");
+    buf_puts(b, txn_type_name(t->type));
+    buf_puts(b, "\",\"status\":\"");
+    buf_puts(b, txn_state_name(t->state));
+    buf_puts(b,
+             t->needs_attention ? "\",\"needs_attention\":true" : "\",\"needs_attention\":false");
     buf_puts(b, ",\"created_at\":");
     put_time(b, t->created_at);
     buf_puts(b, ",\"updated_at\":");
@@ -151,14 +169,20 @@ static void put_url(struct buf *b, const char *name, const char *url)
 {
     if (name == NULL)
         return;
-    buf_printf(b, ",\"%s\":", name);
+    buf_puts(b, ",\"");
+    buf_puts(b, name);
+    buf_puts(b, "\":");
     put_str(b, url);
 }
 
 static void put_attempts(struct buf *b, const char *name, uint32_t n)
 {
-    if (name != NULL)
-        buf_printf(b, ",\"%s_attempts\":%u", name, n);
+    if (name != NULL) {
+        buf_puts(b, ",\"");
+        buf_puts(b, name);
+        buf_puts(b, "_attempts\":");
+        put_u64(b, n);
+    }
 }
 
 static void render_branch(struct buf *b, const struct txn *t, const struct branch *br)
@@ -166,7 +190,9 @@ static void render_branch(struct buf *b, const struct txn *t, const struct branc
     const struct branch_names *nm = &names_of[t->type];
     buf_puts(b, "{\"branch\":");
     put_str(b, br->id);
-    buf_printf(b, ",\"status\":\"%s\"", branch_state_name(br->state));
+    buf_puts(b, ",\"status\":\"");
+    buf_puts(b, branch_state_name(br->state));
+    buf_puts(b, "\"");
     static const char res[] = RESOURCE_URL_PREFIX;
     if (br->prepare != NULL && strncmp(br->prepare, res, sizeof res - 1) == 0) {
         buf_puts(b, ",\"resource\":");
@@ -200,11 +226,16 @@ static void render_branch(struct buf *b, const struct txn *t, const struct branc
 static void render_txn(struct buf *b, const struct txn *t)
 {
     put_summary_fields(b, t);
-    buf_printf(b,
-               ",\"retry\":{\"initial_interval_ms\":%u,\"max_interval_ms\":%u,\"limit\":%u}"
-               ",\"request_timeout_ms\":%u,\"timeout_ms\":%llu",
-               t->retry.initial_ms, t->retry.max_ms, t->retry.limit, t->request_timeout_ms,
-               (unsigned long long)t->timeout_ms);
+    buf_puts(b, ",\"retry\":{\"initial_interval_ms\":");
+    put_u64(b, t->retry.initial_ms);
+    buf_puts(b, ",\"max_interval_ms\":");
+    put_u64(b, t->retry.max_ms);
+    buf_puts(b, ",\"limit\":");
+    put_u64(b, t->retry.limit);
+    buf_puts(b, "},\"request_timeout_ms\":");
+    put_u64(b, t->request_timeout_ms);
+    buf_puts(b, ",\"timeout_ms\":");
+    put_u64(b, (unsigned long long)t->timeout_ms);
     if (t->type == TXN_MSG) {
         buf_puts(b, ",\"check\":");
         put_str(b, t->check);

@@ -229,22 +229,26 @@ static int get_url(json_t *step, const char *key, const char *path, const struct
                    char **out /* OUT */, struct req_error *err)
 {
     char field[sizeof err->field];
+    json_t *v = json_object_get(step, key);
+    const char *problem = NULL;
+    if (v != NULL && json_is_string(v)) {
+        const char *url = json_string_value(v);
+        size_t n = json_string_length(v);
+        problem = url_problem(url, n, lim);
+        if (problem == NULL) {
+            *out = xmemdup(url, n);
+            return 0;
+        }
+    }
     if (path != NULL)
         snprintf(field, sizeof field, "%s.%s", path, key);
     else
         snprintf(field, sizeof field, "%s", key);
-    json_t *v = json_object_get(step, key);
     if (v == NULL)
         return fail(err, REQ_ERR_MISSING_FIELD, field, "%s is required", field);
     if (!json_is_string(v))
         return fail(err, REQ_ERR_WRONG_TYPE, field, "%s must be a string (a URL)", field);
-    const char *url = json_string_value(v);
-    size_t n = json_string_length(v);
-    const char *problem = url_problem(url, n, lim);
-    if (problem != NULL)
-        return fail(err, REQ_ERR_INVALID_URL, field, "%s %s", field, problem);
-    *out = xmemdup(url, n);
-    return 0;
+    return fail(err, REQ_ERR_INVALID_URL, field, "%s %s", field, problem);
 }
 
 /* Fill st from steps[i] (v). Returns 0 or DTX_EINVAL; on error st may be

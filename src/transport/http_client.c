@@ -131,6 +131,9 @@ struct http_client {
 static char hdr_content_type[] = "Content-Type: application/json";
 static char hdr_no_expect[] = "Expect:";
 static char hdr_user_agent[] = "User-Agent: dtxd";
+/* An empty Accept drops the Accept line curl adds by default: only the
+ * status of an answer is read. */
+static char hdr_no_accept[] = "Accept:";
 
 static void on_timer(uv_timer_t *t);
 static void on_poll(uv_poll_t *h, int status, int events);
@@ -327,6 +330,7 @@ static void build_headers(struct hc_call *c, const struct call_req *req)
     line[n++] = hdr_content_type;
     line[n++] = hdr_no_expect;
     line[n++] = hdr_user_agent;
+    line[n++] = hdr_no_accept;
 
     line[n++] = p;
     p = put_line(p, k_gid, sizeof k_gid - 1, req->gid, lg);
@@ -386,6 +390,9 @@ static int setup_easy_once(struct hc_call *c)
     /* participants are called directly: an http_proxy variable in dtxd's
      * environment must not silently reroute transaction traffic */
     rc |= curl_easy_setopt(e, CURLOPT_PROXY, "");
+    /* and no proxy for any host: curl then skips reading no_proxy/NO_PROXY
+     * from the environment on every transfer */
+    rc |= curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
     rc |= curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     rc |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     rc |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->lines);
