@@ -428,7 +428,8 @@ void dtx_free(void *p);
 struct dtx_branch_op {
     const char *op;   /* "prepare", "action", "confirm", "commit", "compensate", "cancel",
                          "rollback", in the order the mode calls them */
-    const char *url;  /* the target URL of this op */
+    const char *url;  /* the target URL of this op; for a branch on a PostgreSQL
+                         resource, the resource's name (see dtx_branch.resource) */
     int64_t attempts; /* calls made so far (<op>_attempts) */
 };
 
@@ -443,7 +444,8 @@ struct dtx_branch {
     const char *updated_at; /* RFC 3339 */
     const int *after;       /* a concurrent saga's step dependencies, or NULL */
     size_t n_after;
-    int has_after; /* 1 when the answer had "after" (even []) */
+    int has_after;        /* 1 when the answer had "after" (even []) */
+    const char *resource; /* a 2pc branch on a PostgreSQL resource: its name; else NULL */
 };
 
 struct dtx_txn {

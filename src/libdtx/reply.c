@@ -102,13 +102,16 @@ static int parse_branch(struct txn_box *box, size_t i, json_t *obj, char *why, s
     b->status = str_field(obj, "status");
     b->last_error = str_field(obj, "last_error");
     b->updated_at = str_field(obj, "updated_at");
+    b->resource = str_field(obj, "resource");
     for (size_t k = 0; k < sizeof branch_ops / sizeof branch_ops[0]; k++) {
         const char *url = str_field(obj, branch_ops[k]);
         char key[32];
 
+        snprintf(key, sizeof key, "%s_attempts", branch_ops[k]);
+        if (url == NULL && b->resource != NULL && json_object_get(obj, key) != NULL)
+            url = b->resource; /* dtxd itself runs the op on the resource */
         if (url == NULL || b->n_ops == DTX_BRANCH_OPS_MAX)
             continue;
-        snprintf(key, sizeof key, "%s_attempts", branch_ops[k]);
         b->ops[b->n_ops].op = branch_ops[k];
         b->ops[b->n_ops].url = url;
         b->ops[b->n_ops].attempts = int_field(obj, key);

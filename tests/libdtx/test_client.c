@@ -531,6 +531,37 @@ static void reply_parses_2pc_branch_ops_in_order(void **state)
     dtx_txn_free(t);
 }
 
+/* A branch on a PostgreSQL resource: no URLs, the resource's name instead. */
+static void reply_parses_a_resource_branch(void **state)
+{
+    static const char j[] =
+        "{\"gid\":\"g\",\"type\":\"2pc\",\"status\":\"succeeded\",\"created_at\":\"a\","
+        "\"updated_at\":\"b\",\"finished_at\":\"c\",\"branches\":[{\"branch\":\"debit\","
+        "\"status\":\"succeeded\",\"resource\":\"bank_a\",\"payload\":{},"
+        "\"prepare_attempts\":1,\"commit_attempts\":2,\"rollback_attempts\":0}]}";
+    struct dtx_txn *t = NULL;
+    char why[128] = "";
+
+    (void)state;
+    assert_int_equal(libdtx_reply_txn(j, strlen(j), &t, why, sizeof why), DTX_OK);
+    const struct dtx_branch *b = &t->branches[0];
+    assert_string_equal(b->resource, "bank_a");
+    assert_int_equal(b->n_ops, 3);
+    assert_string_equal(b->ops[0].op, "prepare");
+    assert_string_equal(b->ops[0].url, "bank_a");
+    assert_int_equal(b->ops[1].attempts, 2);
+    assert_string_equal(b->ops[2].op, "rollback");
+    dtx_txn_free(t);
+    /* other branches have none */
+    static const char k[] =
+        "{\"gid\":\"g\",\"type\":\"saga\",\"status\":\"succeeded\",\"created_at\":\"a\","
+        "\"updated_at\":\"b\",\"branches\":[{\"branch\":\"1\",\"status\":\"succeeded\","
+        "\"action\":\"http://a\",\"compensate\":\"http://c\"}]}";
+    assert_int_equal(libdtx_reply_txn(k, strlen(k), &t, why, sizeof why), DTX_OK);
+    assert_null(t->branches[0].resource);
+    dtx_txn_free(t);
+}
+
 static void reply_rejects_what_is_not_the_api(void **state)
 {
     static const char *const bad[] = {
@@ -825,6 +856,7 @@ int main(void)
         cmocka_unit_test(closed_port_is_eio),
         cmocka_unit_test(reply_parses_a_transaction),
         cmocka_unit_test(reply_parses_2pc_branch_ops_in_order),
+        cmocka_unit_test(reply_parses_a_resource_branch),
         cmocka_unit_test(reply_rejects_what_is_not_the_api),
         cmocka_unit_test(reply_parses_a_list),
         cmocka_unit_test(refusal_fills_the_error_record),
