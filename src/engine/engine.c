@@ -1092,6 +1092,9 @@ void engine_free(struct engine *e)
         e->free_pending = 1;
         return;
     }
+    /* first: the heap points into the transactions (armed retry, timeout and
+     * wait timers), and closing it marks each of them disarmed */
+    sched_close(&e->sched);
     for (size_t i = 0; i < e->idx_len; i++) {
         struct txn *t = e->txns[i];
         if (t == NULL)
@@ -1111,7 +1114,6 @@ void engine_free(struct engine *e)
     free(e->seqs);
     free(e->txns);
     hmap_close(&e->by_gid);
-    sched_close(&e->sched);
     buf_free(&e->scratch);
     if (the_engine == e)
         the_engine = NULL;

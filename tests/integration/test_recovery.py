@@ -164,6 +164,30 @@ def test_sigterm_exits_zero_and_restart_keeps_everything(dtxd, participant):
     assert p.count("/s1") in (1, 2)
 
 
+def test_sigterm_with_retries_waiting(dtxd, participant):
+    """SIGTERM while transactions have retry, timeout and wait timers armed:
+    a clean exit 0 (under the sanitizers: no use of freed timers), and the
+    restart carries on."""
+    p = participant
+    p.script("/s2", [409])
+    p.script("/s1-undo", [500, 500, 200])
+    slow = {"initial_interval_ms": 5000, "max_interval_ms": 5000, "limit": 10}
+    gid = new_gid("termretry")
+    body = saga([step(p, "s1"), step(p, "s2")], gid=gid, retry=slow, timeout_ms=600000)
+    assert dtxd.create(body).status == 201
+    p.wait_calls("/s1-undo")  # the compensation now waits 5 s for its retry
+    waiting = new_gid("termwait")
+    p.script("/w1", [("block", 200)])
+    assert dtxd.create(saga([step(p, "w1")], gid=waiting)).status == 201
+    p.wait_calls("/w1")
+    assert dtxd.term() == 0
+    p.release()
+    dtxd.restart()
+    t = dtxd.wait_final(gid, timeout=30)
+    assert t["status"] == "failed"
+    assert dtxd.wait_final(waiting)["status"] == "succeeded"
+
+
 @pytest.mark.parametrize("stop", ["kill9", "term"])
 def test_acknowledged_creates_survive(dtxd, participant, stop):
     """Create as fast as possible from several threads, stop dtxd the moment
