@@ -17,6 +17,7 @@ PACKAGES=(
     libuv1-dev libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev zlib1g-dev
     libcmocka-dev python3-pytest curl
     postgresql libpq-dev libsqlite3-dev sqlite3
+    rabbitmq-server librabbitmq-dev
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -63,6 +64,35 @@ done
 export DTX_TEST_PG_HOST="$PG_DIR" DTX_TEST_PG_PORT="$PG_PORT"
 export DTX_TEST_PG="host=$PG_DIR port=$PG_PORT user=postgres dbname=dtx_test"
 export DTX_REQUIRE_PG=1
+
+# RabbitMQ: a private node (scripts/rabbitmq.sh) in a temporary directory, on a
+# free port, stopped and removed on exit. Tests read DTX_TEST_AMQP_URL (AMQP)
+# and DTX_TEST_AMQP_MGMT (management API); DTX_REQUIRE_AMQP=1 makes them fail
+# rather than skip if it is missing.
+RMQ_DIR="$(mktemp -d /tmp/dtx-test-rmq.XXXXXX)"
+cleanup_rmq() {
+    "$ROOT/scripts/rabbitmq.sh" stop "$RMQ_DIR" >/dev/null 2>&1 || true
+    rm -rf "$RMQ_DIR"
+}
+trap 'cleanup_pg; cleanup_rmq' EXIT
+echo "== starting RabbitMQ in $RMQ_DIR"
+RMQ_PORT=""
+for _ in 1 2 3; do
+    port=$((20000 + RANDOM % 40000))
+    if "$ROOT/scripts/rabbitmq.sh" start "$RMQ_DIR" "$port" >/dev/null; then
+        RMQ_PORT="$port"
+        break
+    fi
+done
+[ -n "$RMQ_PORT" ] || {
+    echo "scripts/test.sh: could not start RabbitMQ" >&2
+    exit 1
+}
+set -a
+# shellcheck disable=SC1091
+. "$RMQ_DIR/env" # DTX_TEST_AMQP_URL, DTX_TEST_AMQP_MGMT
+set +a
+export DTX_REQUIRE_AMQP=1
 # ---------------------------------------------------------------------------------
 
 # ---- build (includes the clang-format check) ------------------------------------

@@ -254,6 +254,25 @@ static int get_url(json_t *step, const char *key, const char *path, const struct
 /* Fill st from steps[i] (v). Returns 0 or DTX_EINVAL; on error st may be
  * partly filled (txn_spec_free frees it). */
 /* steps[i].after: distinct numbers (1..n) of other steps, kept 0-based. */
+/* amqp:// targets serve msg deliveries only, for now (a publish confirmed
+ * by the broker is a delivery; commands with replies are not built yet):
+ * refuse one anywhere else with invalid_url on its field. */
+static int queue_url_refused(const char *url, const char *path, const char *key,
+                             struct req_error *err)
+{
+    static const char amqp[] = "amqp://";
+    if (url == NULL || strncmp(url, amqp, sizeof amqp - 1) != 0)
+        return 0;
+    char field[sizeof err->field];
+    if (path != NULL)
+        snprintf(field, sizeof field, "%s.%s", path, key);
+    else
+        snprintf(field, sizeof field, "%s", key);
+    fail(err, REQ_ERR_INVALID_URL, field, "%s: amqp:// targets serve msg steps only (for now)",
+         field);
+    return 1;
+}
+
 static int parse_after(json_t *after, size_t i, size_t n, const char *path, struct step_spec *st,
                        struct req_error *err)
 {
@@ -379,7 +398,11 @@ static int parse_step(json_t *v, size_t i, size_t n, enum txn_type type,
         return DTX_EINVAL;
     if (get_url(v, "action", path, lim, &st->action, err) != 0)
         return DTX_EINVAL;
+    if (type != TXN_MSG && queue_url_refused(st->action, path, "action", err))
+        return DTX_EINVAL;
     if (type == TXN_SAGA && get_url(v, "compensate", path, lim, &st->compensate, err) != 0)
+        return DTX_EINVAL;
+    if (type == TXN_SAGA && queue_url_refused(st->compensate, path, "compensate", err))
         return DTX_EINVAL;
     json_t *after = json_object_get(v, "after");
     if (after != NULL && parse_after(after, i, n, path, st, err) != 0)
@@ -500,6 +523,8 @@ static int parse_check(json_t *root, const struct req_limits *lim, struct txn_sp
     const char *problem = url_problem(json_string_value(check), json_string_length(check), lim);
     if (problem != NULL)
         return fail(err, REQ_ERR_INVALID_URL, "check", "check %s", problem);
+    if (queue_url_refused(json_string_value(check), NULL, "check", err))
+        return DTX_EINVAL;
     spec->check = xmemdup(json_string_value(check), json_string_length(check));
     return 0;
 }
@@ -787,6 +812,10 @@ static int parse_branch_obj(json_t *obj, enum txn_type type, const char *path,
         if (get_url(obj, is_xa ? "commit" : "confirm", path, lim, &out->action, err) != 0)
             return DTX_EINVAL;
         if (get_url(obj, is_xa ? "rollback" : "cancel", path, lim, &out->compensate, err) != 0)
+            return DTX_EINVAL;
+        if (queue_url_refused(out->prepare, path, "prepare", err) ||
+            queue_url_refused(out->action, path, is_xa ? "commit" : "confirm", err) ||
+            queue_url_refused(out->compensate, path, is_xa ? "rollback" : "cancel", err))
             return DTX_EINVAL;
     }
     get_payload(obj, out);

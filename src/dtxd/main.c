@@ -22,6 +22,7 @@
 #include "common/slog.h"
 #include "engine/engine.h"
 #include "store/wal.h"
+#include "transport/amqp.h"
 #include "transport/http_client.h"
 #include "transport/pg_resource.h"
 #include "transport/transport.h"
@@ -48,6 +49,7 @@ struct options {
     uint64_t resource_connections;
     uint64_t resource_scan_ms;
     uint64_t orphan_grace_ms;
+    const char *amqp_url;
 };
 
 /* One table drives --help, getopt and the DTX_* environment variables. */
@@ -101,6 +103,9 @@ static const struct opt_def opt_defs[] = {
     {"orphan-grace-ms", "DTX_ORPHAN_GRACE_MS", OPT_U64, OFF(orphan_grace_ms), 0, 86400000,
      "a prepared dtx: transaction no transaction knows is rolled back once this old (default "
      "60000)"},
+    {"amqp-url", "DTX_AMQP_URL", OPT_STR, OFF(amqp_url), 0, 0,
+     "RabbitMQ broker for amqp:// branch targets, amqp://user:pass@host:port/vhost; it holds a "
+     "password, so prefer the environment (default: none, amqp:// targets are refused)"},
 };
 #define NOPTS (sizeof opt_defs / sizeof opt_defs[0])
 
@@ -234,10 +239,14 @@ static int split_listen(const char *s, char *host, size_t hostlen, unsigned shor
 }
 
 /* req_limits.url_ok: a URL is acceptable when a transport serves its scheme
- * (resource:// is named through a branch's "resource" field, not as a URL). */
+ * (resource:// is named through a branch's "resource" field, not as a URL)
+ * and, for amqp://, names an exchange and routing key. */
 static int router_serves(void *arg, const char *url)
 {
-    static const char res[] = PG_RESOURCE_SCHEME "://";
+    static const char res[] = PG_RESOURCE_SCHEME "://", amqp[] = AMQP_SCHEME "://";
+    struct amqp_target target;
+    if (strncmp(url, amqp, sizeof amqp - 1) == 0 && amqp_target_parse(url, &target) != 0)
+        return 0;
     return strncmp(url, res, sizeof res - 1) != 0 && transport_router_knows(arg, url);
 }
 
@@ -463,6 +472,15 @@ int main(int argc, char **argv)
         return 1;
     }
     transport_router_add(&d.router, PG_RESOURCE_SCHEME, pg);
+
+    if (o.amqp_url != NULL) {
+        struct transport *amqp = amqp_transport_new(d.loop, o.amqp_url, perr, sizeof perr);
+        if (amqp == NULL) {
+            slog_fatal("bad --amqp-url", "detail=\"%s\"", perr);
+            return 1;
+        }
+        transport_router_add(&d.router, AMQP_SCHEME, amqp);
+    }
 
     struct engine_config ec = {.retention_ms = o.retention_s * 1000,
                                .max_branches = (uint32_t)o.max_steps};

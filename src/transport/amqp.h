@@ -1,0 +1,84 @@
+/*
+ * amqp.h - branches on RabbitMQ (AMQP 0-9-1), DESIGN §2 "AMQP".
+ *
+ * A target "amqp://<exchange>/<routing-key>" publishes to that exchange with
+ * that routing key; "amqp:///<queue>" uses the default exchange, which
+ * routes to the queue of that name. Both parts are percent-decoded; the
+ * routing key is everything after the first '/' and may be empty for a
+ * fanout exchange ("amqp://events/").
+ *
+ * This first slice serves one thing: the "action" of a msg transaction, a
+ * delivery. The message is persistent (delivery_mode 2), content_type
+ * application/json, body = the payload, message_id = gid/branch/op, headers
+ * Dtx-Gid, Dtx-Branch, Dtx-Op, Dtx-Type and traceparent, published with
+ * mandatory on a channel in confirm mode:
+ *
+ *   basic.ack              SUCCESS: the broker has the message
+ *   basic.return + ack     TRANSIENT: no queue is bound for it (unroutable)
+ *   basic.nack             TRANSIENT: the broker refused it
+ *   channel closed         TRANSIENT (e.g. the exchange does not exist)
+ *   no confirm in time,
+ *   broker unreachable     TRANSIENT
+ *
+ * A retry publishes again with the same message_id: consumers de-duplicate
+ * on it. Anything else (another operation, another mode) fails TRANSIENT
+ * with "amqp targets serve msg deliveries only (for now)".
+ *
+ * rabbitmq-c is blocking, so one thread owns the connection (DESIGN §4): the
+ * loop hands it publishes through a mutex-protected queue and an eventfd,
+ * and it hands results back through another queue and a uv_async. It
+ * publishes in the order it was given, on one channel, so the broker sees
+ * one transaction's deliveries in order. When the broker is unreachable or
+ * closes the connection, every publish in flight fails TRANSIENT and the
+ * thread reconnects with backoff.
+ *
+ * The broker URL (amqp://user:pass@host:port/vhost) may hold a password:
+ * the log only ever shows user, host, port and vhost.
+ */
+#ifndef DTX_AMQP_H
+#define DTX_AMQP_H
+
+#include <stddef.h>
+#include <uv.h>
+
+#include "transport/transport.h"
+
+#define AMQP_SCHEME       "amqp"
+#define AMQP_EXCHANGE_MAX 255 /* AMQP short strings */
+#define AMQP_RKEY_MAX     255
+
+struct amqp_target {
+    char exchange[AMQP_EXCHANGE_MAX + 1]; /* "" = the default exchange */
+    char routing_key[AMQP_RKEY_MAX + 1];
+};
+
+/* Parse a branch target "amqp://<exchange>/<routing-key>" into *out.
+ * Returns 0 or DTX_EINVAL (not amqp://, no '/', a bad %XX, a part too long
+ * or holding a NUL, or both parts empty). No I/O. */
+int amqp_target_parse(const char *url, struct amqp_target *out /* OUT */);
+
+struct amqp_broker {
+    char host[256];
+    int port;
+    char user[128];
+    char password[128];
+    char vhost[256];
+};
+
+/* Parse a broker URL "amqp://user:pass@host:port/vhost" (rabbitmq-c's
+ * rules: defaults guest/guest, localhost, 5672, vhost "/"; "%2f" is "/").
+ * Returns 0 or DTX_EINVAL (with a message in err that never holds the
+ * password); DTX_EUNSUPPORTED for amqps:// (TLS is not built yet). */
+int amqp_broker_parse(const char *url, struct amqp_broker *out /* OUT */, char *err, size_t errlen);
+
+/* "user@host:port/vhost": what the log may say about a broker. */
+void amqp_broker_describe(const struct amqp_broker *b, char *out, size_t n);
+
+/*
+ * Create the transport (scheme "amqp") for the broker at url and start its
+ * connection thread (it connects at once and keeps reconnecting). Returns
+ * NULL with a message in err when the URL is invalid.
+ */
+struct transport *amqp_transport_new(uv_loop_t *loop, const char *url, char *err, size_t errlen);
+
+#endif

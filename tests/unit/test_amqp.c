@@ -1,0 +1,107 @@
+/* test_amqp.c - amqp:// branch targets and broker URLs, and the transport's
+ * refusals that need no broker. (Publishing is covered by
+ * tests/integration/test_amqp.py against a real RabbitMQ.) */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "transport/amqp.h"
+
+static void test_target(void **state)
+{
+    (void)state;
+    struct amqp_target t;
+    assert_int_equal(amqp_target_parse("amqp://orders/order.created", &t), 0);
+    assert_string_equal(t.exchange, "orders");
+    assert_string_equal(t.routing_key, "order.created");
+    /* the default exchange: the routing key is the queue */
+    assert_int_equal(amqp_target_parse("amqp:///stock", &t), 0);
+    assert_string_equal(t.exchange, "");
+    assert_string_equal(t.routing_key, "stock");
+    /* a fanout exchange needs no routing key */
+    assert_int_equal(amqp_target_parse("amqp://events/", &t), 0);
+    assert_string_equal(t.exchange, "events");
+    assert_string_equal(t.routing_key, "");
+    /* the routing key is everything after the first '/', percent-decoded */
+    assert_int_equal(amqp_target_parse("amqp://ex/a/b", &t), 0);
+    assert_string_equal(t.routing_key, "a/b");
+    assert_int_equal(amqp_target_parse("amqp://my%2Fex/k%20ey", &t), 0);
+    assert_string_equal(t.exchange, "my/ex");
+    assert_string_equal(t.routing_key, "k ey");
+}
+
+static void test_bad_target(void **state)
+{
+    (void)state;
+    struct amqp_target t;
+    assert_int_equal(amqp_target_parse("http://x/y", &t), DTX_EINVAL);
+    assert_int_equal(amqp_target_parse("amqp://exchange-only", &t), DTX_EINVAL);
+    assert_int_equal(amqp_target_parse("amqp:///", &t), DTX_EINVAL); /* nowhere */
+    assert_int_equal(amqp_target_parse("amqp://ex/%zz", &t), DTX_EINVAL);
+    assert_int_equal(amqp_target_parse("amqp://ex/%2", &t), DTX_EINVAL);
+    assert_int_equal(amqp_target_parse("amqp://ex/a%00b", &t), DTX_EINVAL);
+    char url[600];
+    snprintf(url, sizeof url, "amqp://%0*d/k", AMQP_EXCHANGE_MAX + 1, 0);
+    assert_int_equal(amqp_target_parse(url, &t), DTX_EINVAL);
+    snprintf(url, sizeof url, "amqp://%0*d/k", AMQP_EXCHANGE_MAX, 0);
+    assert_int_equal(amqp_target_parse(url, &t), 0);
+    snprintf(url, sizeof url, "amqp://ex/%0*d", AMQP_RKEY_MAX + 1, 0);
+    assert_int_equal(amqp_target_parse(url, &t), DTX_EINVAL);
+    snprintf(url, sizeof url, "amqp://ex/%0*d", AMQP_RKEY_MAX, 0);
+    assert_int_equal(amqp_target_parse(url, &t), 0);
+}
+
+static void test_broker(void **state)
+{
+    (void)state;
+    struct amqp_broker b;
+    char err[256], where[600];
+    assert_int_equal(
+        amqp_broker_parse("amqp://dtx:s3cret@mq.example:5673/shop", &b, err, sizeof err), 0);
+    assert_string_equal(b.host, "mq.example");
+    assert_int_equal(b.port, 5673);
+    assert_string_equal(b.user, "dtx");
+    assert_string_equal(b.password, "s3cret");
+    assert_string_equal(b.vhost, "shop");
+    amqp_broker_describe(&b, where, sizeof where);
+    assert_string_equal(where, "dtx@mq.example:5673/shop");
+    assert_null(strstr(where, "s3cret"));
+    /* rabbitmq-c's defaults, and %2f for the "/" vhost */
+    assert_int_equal(amqp_broker_parse("amqp://", &b, err, sizeof err), 0);
+    assert_string_equal(b.host, "localhost");
+    assert_int_equal(b.port, 5672);
+    assert_string_equal(b.user, "guest");
+    assert_string_equal(b.vhost, "/");
+    assert_int_equal(amqp_broker_parse("amqp://u:p@127.0.0.1:45999/%2f", &b, err, sizeof err), 0);
+    assert_string_equal(b.vhost, "/");
+    amqp_broker_describe(&b, where, sizeof where);
+    assert_string_equal(where, "u@127.0.0.1:45999/");
+}
+
+static void test_bad_broker(void **state)
+{
+    (void)state;
+    struct amqp_broker b;
+    char err[256];
+    assert_int_equal(amqp_broker_parse("http://h/", &b, err, sizeof err), DTX_EINVAL);
+    assert_int_equal(amqp_broker_parse("amqp://u:topsecret@h:notaport/", &b, err, sizeof err),
+                     DTX_EINVAL);
+    assert_null(strstr(err, "topsecret"));
+    assert_int_equal(amqp_broker_parse("amqps://u:p@h/", &b, err, sizeof err), DTX_EUNSUPPORTED);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_target),
+        cmocka_unit_test(test_bad_target),
+        cmocka_unit_test(test_broker),
+        cmocka_unit_test(test_bad_broker),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
