@@ -339,11 +339,13 @@ static void test_invalid_url(void **state)
     check_url(url, 0, __LINE__);
 }
 
-static int only_http_and_amqp(void *arg, const char *url)
+/* A transport table serving http:// and a made-up queue:// (and amqp://). */
+static int only_http_and_queue(void *arg, const char *url)
 {
     int *calls = arg;
     (*calls)++;
-    return strncmp(url, "http://", 7) == 0 || strncmp(url, "amqp://", 7) == 0;
+    return strncmp(url, "http://", 7) == 0 || strncmp(url, "queue://", 8) == 0 ||
+           strncmp(url, "amqp://", 7) == 0;
 }
 
 static void test_url_ok_callback(void **state)
@@ -351,22 +353,34 @@ static void test_url_ok_callback(void **state)
     (void)state;
     int calls = 0;
     struct req_limits l = lim;
-    l.url_ok = only_http_and_amqp;
+    l.url_ok = only_http_and_queue;
     l.url_ok_arg = &calls;
     struct txn_spec *s =
-        parse_ok("{\"type\":\"saga\",\"steps\":[{\"action\":\"amqp://ex/rk\",\"compensate\":"
+        parse_ok("{\"type\":\"saga\",\"steps\":[{\"action\":\"queue://ex/rk\",\"compensate\":"
                  "\"http://a/\"}]}",
                  &l);
-    assert_string_equal(s->steps[0].action, "amqp://ex/rk");
+    assert_string_equal(s->steps[0].action, "queue://ex/rk");
     txn_spec_free(s);
     assert_int_equal(calls, 2);
     ERR_LIM("{\"type\":\"saga\",\"steps\":[{\"action\":\"https://a/\",\"compensate\":"
             "\"http://a/\"}]}",
             REQ_ERR_INVALID_URL, "steps[0].action", &l);
     /* the callback does not lift the basic checks, nor the host rule for http */
-    ERR_LIM("{\"type\":\"saga\",\"steps\":[{\"action\":\"amqp://e x/rk\",\"compensate\":"
+    ERR_LIM("{\"type\":\"saga\",\"steps\":[{\"action\":\"queue://e x/rk\",\"compensate\":"
             "\"http://a/\"}]}",
             REQ_ERR_INVALID_URL, "steps[0].action", &l);
+    /* amqp:// serves msg steps only, for now: refused anywhere else */
+    ERR_LIM("{\"type\":\"saga\",\"steps\":[{\"action\":\"amqp://ex/rk\",\"compensate\":"
+            "\"http://a/\"}]}",
+            REQ_ERR_INVALID_URL, "steps[0].action", &l);
+    ERR_LIM("{\"type\":\"saga\",\"steps\":[{\"action\":\"http://a/\",\"compensate\":"
+            "\"amqp://ex/rk\"}]}",
+            REQ_ERR_INVALID_URL, "steps[0].compensate", &l);
+    s = parse_ok("{\"type\":\"msg\",\"check\":\"http://a/c\",\"steps\":[{\"action\":"
+                 "\"amqp://ex/rk\"}]}",
+                 &l);
+    assert_string_equal(s->steps[0].action, "amqp://ex/rk");
+    txn_spec_free(s);
     ERR_LIM("{\"type\":\"saga\",\"steps\":[{\"action\":\"http:///x\",\"compensate\":"
             "\"http://a/\"}]}",
             REQ_ERR_INVALID_URL, "steps[0].action", &l);
@@ -779,14 +793,16 @@ static void test_create_msg(void **state)
     /* the transport callback decides the check URL's scheme too */
     int calls = 0;
     struct req_limits l = lim;
-    l.url_ok = only_http_and_amqp;
+    l.url_ok = only_http_and_queue;
     l.url_ok_arg = &calls;
-    s = parse_ok("{\"type\":\"msg\",\"check\":\"amqp://ex/check\",\"steps\":[" MSTEP "]}", &l);
-    assert_string_equal(s->check, "amqp://ex/check");
+    s = parse_ok("{\"type\":\"msg\",\"check\":\"queue://ex/check\",\"steps\":[" MSTEP "]}", &l);
+    assert_string_equal(s->check, "queue://ex/check");
     txn_spec_free(s);
     assert_int_equal(calls, 2);
     ERR_LIM("{\"type\":\"msg\",\"check\":\"https://a/\",\"steps\":[" MSTEP "]}",
             REQ_ERR_INVALID_URL, "check", &l);
+    ERR_LIM("{\"type\":\"msg\",\"check\":\"amqp://ex/check\",\"steps\":[" MSTEP "]}",
+            REQ_ERR_INVALID_URL, "check", &l); /* amqp:// is for msg steps only */
 }
 
 /* ---- branch registration ------------------------------------------------ */
