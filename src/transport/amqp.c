@@ -350,6 +350,11 @@ static int connect_broker(struct amqp_tp *t, char *why, size_t n)
         return -1;
     }
     struct timeval tv = {CONNECT_TIMEOUT_MS / 1000, 0};
+    /* bound every blocking exchange (login, channel open, the closes at
+     * shutdown): a broker that accepts but does not answer (stopped, or
+     * overloaded) must not hold this thread, and so dtxd's exit, forever */
+    amqp_set_handshake_timeout(t->conn, &tv);
+    amqp_set_rpc_timeout(t->conn, &tv);
     int rc = amqp_socket_open_noblock(sock, t->broker.host, t->broker.port, &tv);
     if (rc != AMQP_STATUS_OK) {
         snprintf(why, n, "cannot connect to %s:%d: %s", t->broker.host, t->broker.port,

@@ -385,3 +385,39 @@ def test_password_never_logged(broker, dtxd_factory):
         assert user in log
         assert password not in log
     assert "login" in d2.log_text() or "log in" in d2.log_text()
+
+
+def test_sigterm_while_the_broker_does_not_answer(dtxd_factory):
+    """A "broker" that accepts TCP connections and never says a word (a
+    stopped or wedged RabbitMQ): dtxd's connection thread is stuck in the
+    AMQP handshake, and SIGTERM must still end dtxd promptly, exit 0."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    held = []
+
+    def accept():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            held.append(conn)  # keep it open, answer nothing
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        port = srv.getsockname()[1]
+        d = dtxd_factory("--amqp-url", f"amqp://guest:guest@127.0.0.1:{port}/%2f")
+        wait_until(lambda: held, timeout=10, what="dtxd to connect to the silent broker")
+        time.sleep(0.5)  # well inside the handshake
+        t0 = time.monotonic()
+        assert d.term(timeout=20) == 0
+        assert time.monotonic() - t0 < 8, "the handshake held the exit"
+    finally:
+        srv.close()
+        for c in held:
+            c.close()
