@@ -3,10 +3,11 @@
  *
  * Start-up: open the log directory, replay it (engine_recover resumes every
  * unfinished transaction), then listen. Everything runs on one libuv loop;
- * the log writer is the only other thread. SIGTERM/SIGINT: stop accepting,
- * stop starting participant calls, drain the log so every acknowledged record
- * is durable and every reply waiting on it is sent, then exit 0. Unfinished
- * transactions continue at the next start.
+ * the log writer and, with --amqp-url, the RabbitMQ connection are the only
+ * other threads. SIGTERM/SIGINT: stop accepting, stop starting participant
+ * calls, drain the log so every acknowledged record is durable and every
+ * reply waiting on it is sent, then exit 0. Unfinished transactions continue
+ * at the next start.
  */
 #include <errno.h>
 #include <getopt.h>
