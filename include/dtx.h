@@ -566,10 +566,11 @@ int dtx_wait(struct dtx_client *c, const char *gid, int64_t timeout_ms, struct d
 
 /* Filters of dtx_list; zero it for "everything, default page size". */
 struct dtx_list_opts {
-    const char *status; /* one of the transaction states, or NULL */
-    const char *type;   /* saga, tcc, 2pc, msg, or NULL */
-    int limit;          /* 1-1000; 0: the coordinator's default (50) */
-    const char *cursor; /* next_cursor of the previous page, or NULL */
+    const char *status;  /* one of the transaction states, or NULL */
+    const char *type;    /* saga, tcc, 2pc, msg, or NULL */
+    int limit;           /* 1-1000; 0: the coordinator's default (50) */
+    const char *cursor;  /* next_cursor of the previous page, or NULL */
+    int needs_attention; /* 1: only transactions flagged needs_attention; 0: no filter */
 };
 
 /* One page of GET /v1/transactions, newest first. The items belong to the

@@ -468,6 +468,7 @@ static void handle_list(struct api *a, struct http_req *r)
     const char *type = http_req_query(r, "type");
     const char *limit_s = http_req_query(r, "limit");
     const char *cursor_s = http_req_query(r, "cursor");
+    const char *attention = http_req_query(r, "needs_attention");
     uint64_t limit = LIST_DEFAULT, cursor = 0;
     if (status && txn_state_parse(status, &f.state) != 0) {
         respond_error(r, 400, "invalid_value", "status",
@@ -481,6 +482,13 @@ static void handle_list(struct api *a, struct http_req *r)
         return;
     }
     f.by_type = type != NULL;
+    if (attention && strcmp(attention, "true") != 0 && strcmp(attention, "false") != 0) {
+        respond_error(r, 400, "invalid_value", "needs_attention",
+                      "needs_attention must be true or false");
+        return;
+    }
+    f.by_attention = attention != NULL;
+    f.needs_attention = attention != NULL && strcmp(attention, "true") == 0;
     if (limit_s && parse_uint(limit_s, 1, LIST_MAX, &limit) != 0) {
         respond_error(r, 400, "invalid_value", "limit", "limit must be an integer from 1 to 1000");
         return;

@@ -30,6 +30,7 @@ enum {
     EXIT_UNREACHABLE = 4,   /* no connection, a timeout, or an answer that is not the API */
     EXIT_TXN_FAILED = 5,    /* submit --wait / show: the transaction is failed */
     EXIT_STILL_RUNNING = 6, /* submit --wait: the wait bound passed before it finished */
+    EXIT_ATTENTION = 7,     /* check: some transaction needs attention */
 };
 
 static const char usage_text[] =
@@ -48,6 +49,10 @@ static const char usage_text[] =
     "      Try every waiting retry of GID now.\n"
     "  abort [--wait] [--wait-timeout MS] GID\n"
     "      Roll GID back; --wait answers once it has finished or MS passed.\n"
+    "  check\n"
+    "      List the transactions flagged needs_attention (an operation that must\n"
+    "      succeed exhausted its retries and is retried at the longest interval);\n"
+    "      exit 7 if there is any, 0 if none.\n"
     "  help\n"
     "      This text.\n"
     "\n"
@@ -64,7 +69,8 @@ static const char usage_text[] =
     "  3  no such transaction\n"
     "  4  cannot reach the coordinator, timeout, or an answer that is not the API\n"
     "  5  the transaction is failed (submit --wait, show)\n"
-    "  6  submit --wait: the wait bound passed before the transaction finished\n";
+    "  6  submit --wait: the wait bound passed before the transaction finished\n"
+    "  7  check: some transaction needs attention\n";
 
 struct opts {
     const char *url;
@@ -444,6 +450,45 @@ static int cmd_list(struct dtx_client *c, const struct opts *o)
     return code;
 }
 
+/* check: every transaction flagged needs_attention (all pages). */
+static int cmd_check(struct dtx_client *c, const struct opts *o)
+{
+    struct dtx_list_opts lo = {.limit = 1000, .needs_attention = 1};
+    size_t found = 0;
+    char *cursor = NULL;
+
+    if (o->nargs != 0)
+        return usage_error("check: unexpected argument '%s'", o->args[0]);
+    for (;;) {
+        struct dtx_txn_list *l;
+        lo.cursor = cursor;
+        int rc = dtx_list(c, &lo, &l);
+        free(cursor);
+        cursor = NULL;
+        if (rc != DTX_OK)
+            return report(c, "check", rc);
+        found += l->n;
+        if (o->json)
+            print_json(l->json);
+        else if (l->n > 0 && print_list(l) != 0) {
+            dtx_txn_list_free(l);
+            fprintf(stderr, "dtxctl: out of memory\n");
+            return EXIT_UNREACHABLE;
+        }
+        if (l->next_cursor != NULL && (cursor = strdup(l->next_cursor)) == NULL) {
+            dtx_txn_list_free(l);
+            fprintf(stderr, "dtxctl: out of memory\n");
+            return EXIT_UNREACHABLE;
+        }
+        dtx_txn_list_free(l);
+        if (cursor == NULL)
+            break;
+    }
+    if (!o->json && found == 0)
+        printf("no transaction needs attention\n");
+    return found > 0 ? EXIT_ATTENTION : EXIT_OK;
+}
+
 /* show, retry and abort: one GID, one call, the transaction printed. */
 static int cmd_gid(struct dtx_client *c, const struct opts *o, const char *name)
 {
@@ -589,7 +634,7 @@ int main(int argc, char **argv)
     if (cmd == NULL)
         return usage_error("no command given%s", "");
     if (strcmp(cmd, "submit") != 0 && strcmp(cmd, "list") != 0 && strcmp(cmd, "show") != 0 &&
-        strcmp(cmd, "retry") != 0 && strcmp(cmd, "abort") != 0)
+        strcmp(cmd, "retry") != 0 && strcmp(cmd, "abort") != 0 && strcmp(cmd, "check") != 0)
         return usage_error("unknown command '%s'", cmd);
     if ((o.wait || o.wait_timeout_ms != WAIT_DEFAULT_MS) && strcmp(cmd, "submit") != 0 &&
         strcmp(cmd, "abort") != 0)
@@ -609,6 +654,8 @@ int main(int argc, char **argv)
         code = cmd_submit(c, &o);
     else if (strcmp(cmd, "list") == 0)
         code = cmd_list(c, &o);
+    else if (strcmp(cmd, "check") == 0)
+        code = cmd_check(c, &o);
     else
         code = cmd_gid(c, &o, cmd);
     dtx_client_free(c);

@@ -739,6 +739,8 @@ static int matches(const struct txn *t, const struct engine_filter *f)
         return 0;
     if (f && f->by_type && t->type != f->type)
         return 0;
+    if (f && f->by_attention && (t->needs_attention != 0) != (f->needs_attention != 0))
+        return 0;
     return 1;
 }
 

@@ -110,6 +110,8 @@ struct engine_filter {
     enum txn_state state;
     int by_type;
     enum txn_type type;
+    int by_attention; /* when non-zero, only those whose needs_attention equals needs_attention */
+    int needs_attention;
 };
 
 /*

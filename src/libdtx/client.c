@@ -673,6 +673,8 @@ int dtx_list(struct dtx_client *c, const struct dtx_list_opts *opts, struct dtx_
             rc = add_param(c, q, sizeof q, "type", opts->type);
         if (rc == DTX_OK && opts->limit > 0)
             rc = add_param(c, q, sizeof q, "limit", limit);
+        if (rc == DTX_OK && opts->needs_attention)
+            rc = add_param(c, q, sizeof q, "needs_attention", "true");
         if (rc == DTX_OK)
             rc = add_param(c, q, sizeof q, "cursor", opts->cursor);
         if (rc != DTX_OK)

@@ -123,10 +123,12 @@ def test_help_documents_commands_and_exit_codes(ctl):
         r = ctl(*args)
         assert r.returncode == 0, r
         assert r.stderr == ""
-        for word in ("submit", "list", "show", "retry", "abort", "--url", "--json", "DTX_URL"):
+        for word in ("submit", "list", "show", "retry", "abort", "check", "--url", "--json",
+                     "DTX_URL"):
             assert word in r.stdout, word
         codes = dict(re.findall(r"^\s+(\d)\s+(.+)$", r.stdout, re.M))
-        assert set(codes) == {"0", "1", "2", "3", "4", "5", "6"}, codes
+        assert set(codes) == {"0", "1", "2", "3", "4", "5", "6", "7"}, codes
+        assert "attention" in codes["7"]
         assert "usage" in codes["1"]
         assert "refused" in codes["2"]
         assert "no such transaction" in codes["3"]
@@ -670,3 +672,33 @@ def test_libdtx_client_live(dtxd, participant_factory):
     r = subprocess.run([str(binary)], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "PASSED" in r.stdout + r.stderr and "SKIPPED" not in r.stdout + r.stderr
+
+
+def test_check_lists_what_needs_attention(ctl, dtxd, participant):
+    """check: exit 0 and a plain line when nothing needs attention; exit 7 and
+    exactly the flagged transactions (table or --json) once a compensation
+    has run out of retries."""
+    p = participant
+    r = ctl("check")
+    assert r.returncode == 0, r
+    assert r.stdout.strip() == "no transaction needs attention"
+    ok = dtxd.create(saga([step(p, "fine")], wait=True)).body["gid"]
+    p.script("/b", [409])
+    p.script("/a-undo", [500])
+    body = saga([step(p, "a"), step(p, "b")],
+                retry={"initial_interval_ms": 5, "max_interval_ms": 60000, "limit": 1})
+    stuck = dtxd.create(body).body["gid"]
+    dtxd.wait_txn(stuck, lambda t: t["needs_attention"], what="needs_attention")
+    r = ctl("check")
+    assert r.returncode == 7, r
+    assert stuck in r.stdout and ok not in r.stdout
+    r = ctl("--json", "check")
+    assert r.returncode == 7, r
+    page = json.loads(r.stdout)
+    assert [t["gid"] for t in page["transactions"]] == [stuck]
+    # the API filter behind it
+    assert [t["gid"] for t in dtxd.list(needs_attention="true").body["transactions"]] == [stuck]
+    assert stuck not in [t["gid"] for t in dtxd.list(needs_attention="false").body["transactions"]]
+    r = dtxd.get("/v1/transactions?needs_attention=yes")
+    assert r.status == 400 and r.body["error"]["field"] == "needs_attention", r
+    assert ctl("check", "extra").returncode == 1
