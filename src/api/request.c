@@ -193,8 +193,10 @@ static int has_prefix(const char *s, const char *prefix)
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-/* What is wrong with url (n bytes), as the end of a sentence, or NULL. */
-static const char *url_problem(const char *url, size_t n, const struct req_limits *lim)
+/* What is wrong with url (n bytes) as the target of op in a transaction of
+ * type, as the end of a sentence, or NULL. */
+static const char *url_problem(const char *url, size_t n, const struct req_limits *lim,
+                               enum txn_type type, const char *op)
 {
     if (n == 0)
         return "is empty";
@@ -212,9 +214,10 @@ static const char *url_problem(const char *url, size_t n, const struct req_limit
         after = url + strlen("http://");
     else if (has_prefix(url, "https://"))
         after = url + strlen("https://");
-    if (lim->url_ok != NULL) {
-        if (!lim->url_ok(lim->url_ok_arg, url))
-            return "has a scheme that no transport serves";
+    if (lim->url_refused != NULL) {
+        const char *refused = lim->url_refused(lim->url_refused_arg, url, type, op);
+        if (refused != NULL)
+            return refused;
     } else if (after == NULL) {
         return "is not an http:// or https:// URL";
     }
@@ -223,10 +226,11 @@ static const char *url_problem(const char *url, size_t n, const struct req_limit
     return NULL;
 }
 
-/* Copy the required URL field step[key] into *out (xmalloc). path is the
- * step's path ("steps[3]"), NULL at the top level. Returns 0 or DTX_EINVAL. */
-static int get_url(json_t *step, const char *key, const char *path, const struct req_limits *lim,
-                   char **out /* OUT */, struct req_error *err)
+/* Copy the required URL field step[key] (the target of operation key in a
+ * transaction of type) into *out (xmalloc). path is the step's path
+ * ("steps[3]"), NULL at the top level. Returns 0 or DTX_EINVAL. */
+static int get_url(json_t *step, const char *key, const char *path, enum txn_type type,
+                   const struct req_limits *lim, char **out /* OUT */, struct req_error *err)
 {
     char field[sizeof err->field];
     json_t *v = json_object_get(step, key);
@@ -234,7 +238,7 @@ static int get_url(json_t *step, const char *key, const char *path, const struct
     if (v != NULL && json_is_string(v)) {
         const char *url = json_string_value(v);
         size_t n = json_string_length(v);
-        problem = url_problem(url, n, lim);
+        problem = url_problem(url, n, lim, type, key);
         if (problem == NULL) {
             *out = xmemdup(url, n);
             return 0;
@@ -251,28 +255,7 @@ static int get_url(json_t *step, const char *key, const char *path, const struct
     return fail(err, REQ_ERR_INVALID_URL, field, "%s %s", field, problem);
 }
 
-/* Fill st from steps[i] (v). Returns 0 or DTX_EINVAL; on error st may be
- * partly filled (txn_spec_free frees it). */
 /* steps[i].after: distinct numbers (1..n) of other steps, kept 0-based. */
-/* amqp:// targets serve msg deliveries only, for now (a publish confirmed
- * by the broker is a delivery; commands with replies are not built yet):
- * refuse one anywhere else with invalid_url on its field. */
-static int queue_url_refused(const char *url, const char *path, const char *key,
-                             struct req_error *err)
-{
-    static const char amqp[] = "amqp://";
-    if (url == NULL || strncmp(url, amqp, sizeof amqp - 1) != 0)
-        return 0;
-    char field[sizeof err->field];
-    if (path != NULL)
-        snprintf(field, sizeof field, "%s.%s", path, key);
-    else
-        snprintf(field, sizeof field, "%s", key);
-    fail(err, REQ_ERR_INVALID_URL, field, "%s: amqp:// targets serve msg steps only (for now)",
-         field);
-    return 1;
-}
-
 static int parse_after(json_t *after, size_t i, size_t n, const char *path, struct step_spec *st,
                        struct req_error *err)
 {
@@ -396,13 +379,9 @@ static int parse_step(json_t *v, size_t i, size_t n, enum txn_type type,
         return fail(err, REQ_ERR_WRONG_TYPE, path, "%s must be an object", path);
     if (check_keys(v, type == TXN_MSG ? msg_step_keys : saga_step_keys, prefix, err) != 0)
         return DTX_EINVAL;
-    if (get_url(v, "action", path, lim, &st->action, err) != 0)
+    if (get_url(v, "action", path, type, lim, &st->action, err) != 0)
         return DTX_EINVAL;
-    if (type != TXN_MSG && queue_url_refused(st->action, path, "action", err))
-        return DTX_EINVAL;
-    if (type == TXN_SAGA && get_url(v, "compensate", path, lim, &st->compensate, err) != 0)
-        return DTX_EINVAL;
-    if (type == TXN_SAGA && queue_url_refused(st->compensate, path, "compensate", err))
+    if (type == TXN_SAGA && get_url(v, "compensate", path, type, lim, &st->compensate, err) != 0)
         return DTX_EINVAL;
     json_t *after = json_object_get(v, "after");
     if (after != NULL && parse_after(after, i, n, path, st, err) != 0)
@@ -520,11 +499,10 @@ static int parse_check(json_t *root, const struct req_limits *lim, struct txn_sp
                     "check is required: the URL dtxd asks whether the local transaction committed");
     if (!json_is_string(check))
         return fail(err, REQ_ERR_WRONG_TYPE, "check", "check must be a string (a URL)");
-    const char *problem = url_problem(json_string_value(check), json_string_length(check), lim);
+    const char *problem =
+        url_problem(json_string_value(check), json_string_length(check), lim, TXN_MSG, "check");
     if (problem != NULL)
         return fail(err, REQ_ERR_INVALID_URL, "check", "check %s", problem);
-    if (queue_url_refused(json_string_value(check), NULL, "check", err))
-        return DTX_EINVAL;
     spec->check = xmemdup(json_string_value(check), json_string_length(check));
     return 0;
 }
@@ -807,15 +785,12 @@ static int parse_branch_obj(json_t *obj, enum txn_type type, const char *path,
         if (parse_resource(obj, res, path, lim, out, err) != 0)
             return DTX_EINVAL;
     } else {
-        if (is_xa && get_url(obj, "prepare", path, lim, &out->prepare, err) != 0)
+        if (is_xa && get_url(obj, "prepare", path, type, lim, &out->prepare, err) != 0)
             return DTX_EINVAL;
-        if (get_url(obj, is_xa ? "commit" : "confirm", path, lim, &out->action, err) != 0)
+        if (get_url(obj, is_xa ? "commit" : "confirm", path, type, lim, &out->action, err) != 0)
             return DTX_EINVAL;
-        if (get_url(obj, is_xa ? "rollback" : "cancel", path, lim, &out->compensate, err) != 0)
-            return DTX_EINVAL;
-        if (queue_url_refused(out->prepare, path, "prepare", err) ||
-            queue_url_refused(out->action, path, is_xa ? "commit" : "confirm", err) ||
-            queue_url_refused(out->compensate, path, is_xa ? "rollback" : "cancel", err))
+        if (get_url(obj, is_xa ? "rollback" : "cancel", path, type, lim, &out->compensate, err) !=
+            0)
             return DTX_EINVAL;
     }
     get_payload(obj, out);

@@ -37,9 +37,13 @@ struct req_limits {
     struct retry_policy default_retry;
     uint32_t default_request_timeout_ms;
     uint32_t default_wait_timeout_ms;
-    /* Non-zero when a transport serves url's scheme; NULL accepts http(s) only. */
-    int (*url_ok)(void *arg, const char *url);
-    void *url_ok_arg;
+    /* Whether a transport serves url as the target of operation op ("action",
+     * "compensate", "confirm", "cancel", "prepare", "commit", "rollback" or
+     * "check") of a transaction of type: NULL if so, else what is wrong, as
+     * the end of a sentence ("has a scheme that no transport serves"). NULL
+     * callback: http(s) only. */
+    const char *(*url_refused)(void *arg, const char *url, enum txn_type type, const char *op);
+    void *url_refused_arg;
     /* Non-zero when a PostgreSQL resource of this name is configured (2pc
      * branches on resources); NULL refuses every resource. */
     int (*resource_ok)(void *arg, const char *name);

@@ -239,16 +239,25 @@ static int split_listen(const char *s, char *host, size_t hostlen, unsigned shor
     return 0;
 }
 
-/* req_limits.url_ok: a URL is acceptable when a transport serves its scheme
- * (resource:// is named through a branch's "resource" field, not as a URL)
- * and, for amqp://, names an exchange and routing key. */
-static int router_serves(void *arg, const char *url)
+/* req_limits.url_refused: a URL is acceptable when a transport serves its
+ * scheme for that operation. resource:// is named through a branch's
+ * "resource" field, not as a URL; amqp:// must name an exchange and routing
+ * key, and serves msg deliveries only (for now: commands with replies for
+ * the other modes are not built). */
+static const char *router_refuses(void *arg, const char *url, enum txn_type type, const char *op)
 {
     static const char res[] = PG_RESOURCE_SCHEME "://", amqp[] = AMQP_SCHEME "://";
-    struct amqp_target target;
-    if (strncmp(url, amqp, sizeof amqp - 1) == 0 && amqp_target_parse(url, &target) != 0)
-        return 0;
-    return strncmp(url, res, sizeof res - 1) != 0 && transport_router_knows(arg, url);
+    static const char no_transport[] = "has a scheme that no transport serves";
+    if (strncmp(url, res, sizeof res - 1) == 0 || !transport_router_knows(arg, url))
+        return no_transport;
+    if (strncmp(url, amqp, sizeof amqp - 1) == 0) {
+        struct amqp_target target;
+        if (amqp_target_parse(url, &target) != 0)
+            return "is not amqp://<exchange>/<routing-key>";
+        if (type != TXN_MSG || strcmp(op, "action") != 0)
+            return "is an amqp:// target: they serve msg steps only (for now)";
+    }
+    return NULL;
 }
 
 /* req_limits.resource_ok */
@@ -507,8 +516,8 @@ int main(int argc, char **argv)
                 .default_request_timeout_ms = (uint32_t)o.request_timeout_ms,
                 .default_wait_timeout_ms =
                     (uint32_t)(o.max_wait_ms < 30000 ? o.max_wait_ms : 30000),
-                .url_ok = router_serves,
-                .url_ok_arg = &d.router,
+                .url_refused = router_refuses,
+                .url_refused_arg = &d.router,
                 .resource_ok = resource_known,
                 .resource_ok_arg = pg,
             },

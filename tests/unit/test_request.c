@@ -23,8 +23,8 @@ static const struct req_limits lim = {
     .default_retry = {.initial_ms = 100, .max_ms = 30000, .limit = 10},
     .default_request_timeout_ms = 10000,
     .default_wait_timeout_ms = 30000,
-    .url_ok = NULL,
-    .url_ok_arg = NULL,
+    .url_refused = NULL,
+    .url_refused_arg = NULL,
 };
 
 #define STEP "{\"action\":\"http://a/x\",\"compensate\":\"http://a/y\"}"
@@ -339,13 +339,18 @@ static void test_invalid_url(void **state)
     check_url(url, 0, __LINE__);
 }
 
-/* A transport table serving http:// and a made-up queue:// (and amqp://). */
-static int only_http_and_queue(void *arg, const char *url)
+/* A transport table serving http:// and a made-up queue:// for every
+ * operation, and amqp:// for msg deliveries only (as dtxd's does today). */
+static const char *only_http_and_queue(void *arg, const char *url, enum txn_type type,
+                                       const char *op)
 {
     int *calls = arg;
     (*calls)++;
-    return strncmp(url, "http://", 7) == 0 || strncmp(url, "queue://", 8) == 0 ||
-           strncmp(url, "amqp://", 7) == 0;
+    if (strncmp(url, "amqp://", 7) == 0)
+        return type == TXN_MSG && strcmp(op, "action") == 0 ? NULL : "serves msg steps only";
+    if (strncmp(url, "http://", 7) == 0 || strncmp(url, "queue://", 8) == 0)
+        return NULL;
+    return "has a scheme that no transport serves";
 }
 
 static void test_url_ok_callback(void **state)
@@ -353,8 +358,8 @@ static void test_url_ok_callback(void **state)
     (void)state;
     int calls = 0;
     struct req_limits l = lim;
-    l.url_ok = only_http_and_queue;
-    l.url_ok_arg = &calls;
+    l.url_refused = only_http_and_queue;
+    l.url_refused_arg = &calls;
     struct txn_spec *s =
         parse_ok("{\"type\":\"saga\",\"steps\":[{\"action\":\"queue://ex/rk\",\"compensate\":"
                  "\"http://a/\"}]}",
@@ -369,7 +374,8 @@ static void test_url_ok_callback(void **state)
     ERR_LIM("{\"type\":\"saga\",\"steps\":[{\"action\":\"queue://e x/rk\",\"compensate\":"
             "\"http://a/\"}]}",
             REQ_ERR_INVALID_URL, "steps[0].action", &l);
-    /* amqp:// serves msg steps only, for now: refused anywhere else */
+    /* the callback also decides by the transaction's type and the operation:
+     * here amqp:// serves msg actions only */
     ERR_LIM("{\"type\":\"saga\",\"steps\":[{\"action\":\"amqp://ex/rk\",\"compensate\":"
             "\"http://a/\"}]}",
             REQ_ERR_INVALID_URL, "steps[0].action", &l);
@@ -381,6 +387,13 @@ static void test_url_ok_callback(void **state)
                  &l);
     assert_string_equal(s->steps[0].action, "amqp://ex/rk");
     txn_spec_free(s);
+    struct step_spec b;
+    struct req_error err;
+    const char *tcc = "{\"confirm\":\"amqp://ex/rk\",\"cancel\":\"http://a/\"}";
+    assert_int_equal(request_parse_branch(tcc, strlen(tcc), TXN_TCC, &l, &b, &err), DTX_EINVAL);
+    assert_string_equal(err.code, REQ_ERR_INVALID_URL);
+    assert_string_equal(err.field, "confirm");
+    assert_non_null(strstr(err.message, "serves msg steps only"));
     ERR_LIM("{\"type\":\"saga\",\"steps\":[{\"action\":\"http:///x\",\"compensate\":"
             "\"http://a/\"}]}",
             REQ_ERR_INVALID_URL, "steps[0].action", &l);
@@ -793,8 +806,8 @@ static void test_create_msg(void **state)
     /* the transport callback decides the check URL's scheme too */
     int calls = 0;
     struct req_limits l = lim;
-    l.url_ok = only_http_and_queue;
-    l.url_ok_arg = &calls;
+    l.url_refused = only_http_and_queue;
+    l.url_refused_arg = &calls;
     s = parse_ok("{\"type\":\"msg\",\"check\":\"queue://ex/check\",\"steps\":[" MSTEP "]}", &l);
     assert_string_equal(s->check, "queue://ex/check");
     txn_spec_free(s);
