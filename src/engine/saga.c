@@ -96,14 +96,6 @@ static void forward(struct engine *e, struct txn *t)
         engine_log_update(e, t, NULL, after_log);
 }
 
-static int all_succeeded(const struct txn *t)
-{
-    for (uint32_t i = 0; i < t->nbranches; i++)
-        if (t->branches[i].state != BR_SUCCEEDED)
-            return 0;
-    return 1;
-}
-
 /* A started step not compensated yet (it is, or will be, compensated). */
 static int outstanding(enum branch_state s)
 {
@@ -189,7 +181,7 @@ static void on_action(struct engine *e, struct branch *b, const struct call_resu
     switch (res->outcome) {
     case CALL_SUCCESS:
         branch_set_state(b, BR_SUCCEEDED, now, "action succeeded");
-        if (all_succeeded(t))
+        if (drive_count(t, BR_SUCCEEDED) == t->nbranches)
             txn_set_state(t, TXN_SUCCEEDED, now, "last step succeeded");
         engine_log_update(e, t, b, after_log);
         return;
