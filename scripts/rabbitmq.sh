@@ -16,11 +16,19 @@
 # plugin is enabled offline and listens on 127.0.0.1 on a free port. User
 # guest/guest (loopback only, RabbitMQ's default).
 #
+# The node also listens for AMQP over TLS on another free port, with a
+# certificate for "localhost" signed by a throw-away CA made at the first
+# start (openssl; DIR/tls/ca.pem). It does not ask clients for certificates.
+#
 # After a start, DIR/env holds the addresses as shell assignments (also
 # printed):
 #
 #   DTX_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:PORT/%2f
 #   DTX_TEST_AMQP_MGMT=http://guest:guest@127.0.0.1:MGMT_PORT
+#   DTX_TEST_AMQPS_URL=amqps://guest:guest@localhost:TLS_PORT/%2f
+#   DTX_TEST_AMQP_CACERT=DIR/tls/ca.pem
+#
+# (guest may log in over TLS too: the listener is on 127.0.0.1.)
 #
 # Run as root, the node runs as the rabbitmq OS user and DIR is given to it
 # (DIR's parents must be searchable by rabbitmq; /tmp is). A `start` of a DIR
@@ -58,6 +66,24 @@ as_owner() {
     fi
 }
 
+# A CA and a server certificate for localhost in DIR (kept across restarts).
+make_certs() {
+    local d="$1"
+    [ -f "$d/server.pem" ] && return 0
+    mkdir -p "$d"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=dtx test CA" \
+        -keyout "$d/ca.key" -out "$d/ca.pem" >/dev/null 2>&1 || die "openssl: cannot make the CA"
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+        -keyout "$d/server.key" -out "$d/server.csr" >/dev/null 2>&1 ||
+        die "openssl: cannot make the server key"
+    printf 'subjectAltName=DNS:localhost\n' >"$d/ext.cnf"
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+        -days 30 -extfile "$d/ext.cnf" -out "$d/server.pem" >/dev/null 2>&1 ||
+        die "openssl: cannot sign the server certificate"
+    chmod 644 "$d/ca.pem" "$d/server.pem"
+    chmod 600 "$d/server.key" "$d/ca.key"
+}
+
 start() {
     local dir="$1" port="$2"
     [[ "$port" =~ ^[0-9]+$ ]] || die "bad port: $port"
@@ -68,15 +94,23 @@ start() {
     if [ -f "$dir/rabbitmq.pid" ] && kill -0 "$(cat "$dir/rabbitmq.pid")" 2>/dev/null; then
         die "a node is already running in $dir (rabbitmq.sh stop $dir first)"
     fi
-    local mgmt epmd dist ctl
+    local mgmt epmd dist ctl tls
     mgmt="$(free_port)"
+    tls="$(free_port)"
     epmd="$(free_port)"
     dist="$(free_port)"
     ctl="$(free_port)"
     mkdir -p "$dir/mnesia" "$dir/log"
+    make_certs "$dir/tls"
     cat >"$dir/rabbitmq.conf" <<EOF
 # scripts/rabbitmq.sh
 listeners.tcp.default = 127.0.0.1:$port
+listeners.ssl.default = 127.0.0.1:$tls
+ssl_options.cacertfile = $dir/tls/ca.pem
+ssl_options.certfile = $dir/tls/server.pem
+ssl_options.keyfile = $dir/tls/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
 management.tcp.ip = 127.0.0.1
 management.tcp.port = $mgmt
 EOF
@@ -150,6 +184,8 @@ EOF
     cat >"$dir/env" <<EOF
 DTX_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:$port/%2f
 DTX_TEST_AMQP_MGMT=http://guest:guest@127.0.0.1:$mgmt
+DTX_TEST_AMQPS_URL=amqps://guest:guest@localhost:$tls/%2f
+DTX_TEST_AMQP_CACERT=$dir/tls/ca.pem
 EOF
     cat "$dir/env"
 }

@@ -51,6 +51,10 @@ struct options {
     uint64_t resource_scan_ms;
     uint64_t orphan_grace_ms;
     const char *amqp_url;
+    const char *amqp_reply_queue;
+    const char *amqp_cacert;
+    const char *amqp_cert;
+    const char *amqp_key;
 };
 
 /* One table drives --help, getopt and the DTX_* environment variables. */
@@ -105,8 +109,18 @@ static const struct opt_def opt_defs[] = {
      "a prepared dtx: transaction no transaction knows is rolled back once this old (default "
      "60000)"},
     {"amqp-url", "DTX_AMQP_URL", OPT_STR, OFF(amqp_url), 0, 0,
-     "RabbitMQ broker for amqp:// branch targets, amqp://user:pass@host:port/vhost; it holds a "
-     "password, so prefer the environment (default: none, amqp:// targets are refused)"},
+     "RabbitMQ broker for amqp:// branch targets, amqp://user:pass@host:port/vhost, or "
+     "amqps:// for TLS; it holds a password, so prefer the environment (default: none, amqp:// "
+     "targets are refused)"},
+    {"amqp-reply-queue", "DTX_AMQP_REPLY_QUEUE", OPT_STR, OFF(amqp_reply_queue), 0, 0,
+     "the durable queue this dtxd takes participants' replies from; one per dtxd sharing a "
+     "broker (default dtxd.replies)"},
+    {"amqp-cacert", "DTX_AMQP_CACERT", OPT_STR, OFF(amqp_cacert), 0, 0,
+     "amqps: PEM file of the CA the broker's certificate must chain to (default: the system's)"},
+    {"amqp-cert", "DTX_AMQP_CERT", OPT_STR, OFF(amqp_cert), 0, 0,
+     "amqps: client certificate (PEM), with --amqp-key"},
+    {"amqp-key", "DTX_AMQP_KEY", OPT_STR, OFF(amqp_key), 0, 0,
+     "amqps: the client certificate's private key (PEM)"},
 };
 #define NOPTS (sizeof opt_defs / sizeof opt_defs[0])
 
@@ -242,20 +256,19 @@ static int split_listen(const char *s, char *host, size_t hostlen, unsigned shor
 /* req_limits.url_refused: a URL is acceptable when a transport serves its
  * scheme for that operation. resource:// is named through a branch's
  * "resource" field, not as a URL; amqp:// must name an exchange and routing
- * key, and serves msg deliveries only (for now: commands with replies for
- * the other modes are not built). */
+ * key (it serves every operation). */
 static const char *router_refuses(void *arg, const char *url, enum txn_type type, const char *op)
 {
     static const char res[] = PG_RESOURCE_SCHEME "://", amqp[] = AMQP_SCHEME "://";
     static const char no_transport[] = "has a scheme that no transport serves";
+    (void)type;
+    (void)op;
     if (strncmp(url, res, sizeof res - 1) == 0 || !transport_router_knows(arg, url))
         return no_transport;
     if (strncmp(url, amqp, sizeof amqp - 1) == 0) {
         struct amqp_target target;
         if (amqp_target_parse(url, &target) != 0)
             return "is not amqp://<exchange>/<routing-key>";
-        if (type != TXN_MSG || strcmp(op, "action") != 0)
-            return "is an amqp:// target: they serve msg steps only (for now)";
     }
     return NULL;
 }
@@ -484,7 +497,12 @@ int main(int argc, char **argv)
     transport_router_add(&d.router, PG_RESOURCE_SCHEME, pg);
 
     if (o.amqp_url != NULL) {
-        struct transport *amqp = amqp_transport_new(d.loop, o.amqp_url, perr, sizeof perr);
+        struct amqp_config ac = {.url = o.amqp_url,
+                                 .reply_queue = o.amqp_reply_queue,
+                                 .cacert = o.amqp_cacert,
+                                 .cert = o.amqp_cert,
+                                 .key = o.amqp_key};
+        struct transport *amqp = amqp_transport_new(d.loop, &ac, perr, sizeof perr);
         if (amqp == NULL) {
             slog_fatal("bad --amqp-url", "detail=\"%s\"", perr);
             return 1;

@@ -10,18 +10,25 @@
  *   conn thread    owns the rabbitmq-c connection (blocking). Connected, it
  *                  waits in poll() on the broker's socket and the eventfd;
  *                  it publishes whatever is in `todo`, in order, each with
- *                  the next delivery tag of the channel, keeps them in
- *                  `inflight` (in tag order) and settles them from the
- *                  broker's basic.ack / basic.nack / basic.return, or when
- *                  their timeout passes. Settled publishes go to `done`
- *                  and the loop is woken with uv_async_send.
+ *                  the next delivery tag of the channel. A publish is then
+ *                  in flight, on one of two lists:
+ *                    unconfirmed  in tag order, settled by the broker's
+ *                                 basic.ack / basic.nack / basic.return
+ *                                 (a delivery) or moved to `awaiting`
+ *                                 (a confirmed command);
+ *                    awaiting     commands waiting for their reply.
+ *                  Replies arrive on the reply channel and find their
+ *                  command by correlation id (our boot nonce and a sequence
+ *                  number, looked up in a hash). A call whose deadline
+ *                  passes is settled TRANSIENT. Settled publishes go to
+ *                  `done` and the loop is woken with uv_async_send.
  *
- * The mutex guards todo, done and closed; inflight and the connection are
- * the thread's alone. A publish that the loop abandons (transport freed) is
- * freed without its callback.
+ * The mutex guards todo, done and closed; the lists in flight, the hash and
+ * the connection are the thread's alone. A publish that the loop abandons
+ * (transport freed) is freed without its callback.
  *
  * Connection loss (a socket error, connection.close from the broker) fails
- * every publish in flight TRANSIENT; the thread reconnects after a backoff
+ * every call in flight TRANSIENT; the thread reconnects after a backoff
  * that doubles from 100 ms to 5 s and resets once connected. While it is
  * down, new publishes fail TRANSIENT at once ("broker unreachable") so the
  * engine's own backoff paces them. A channel.close (e.g. publishing to an
@@ -31,6 +38,7 @@
 #include "transport/amqp.h"
 
 #include <amqp.h>
+#include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 #include <errno.h>
 #include <poll.h>
@@ -38,34 +46,50 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "common/err.h"
+#include "common/rnd.h"
 #include "common/slog.h"
 
-#define CHANNEL            1
+#define PUB_CHANNEL        1 /* confirm mode: every publish */
+#define REPLY_CHANNEL      2 /* consumes the reply queue */
 #define CONNECT_TIMEOUT_MS 5000
 #define HEARTBEAT_S        30 /* a silent broker is dropped after two missed */
 #define BACKOFF_MIN_MS     100
 #define BACKOFF_MAX_MS     5000
 #define ERR_MAX            512
+#define REPLY_TEXT_MAX     200 /* of a FAILURE reply's body, in the error */
+#define HASH_MIN           256
 
-static const char only_msg[] = "amqp targets serve msg deliveries only (for now)";
+/* A singly linked queue (todo, done: `next`) or a doubly linked in-flight
+ * list (`iprev`/`inext`). */
+struct list {
+    struct pub *head, *tail;
+};
 
-/* One publish, from call() to its callback. */
+/* One call, from amqp_call() to its callback. */
 struct pub {
-    struct pub *next;
+    struct pub *next;          /* todo / done */
+    struct pub *iprev, *inext; /* unconfirmed / awaiting */
+    struct pub *hnext;         /* hash chain (commands in flight) */
+    struct list *on;           /* the in-flight list it is on, or NULL */
     struct amqp_target to;
     char *body;
     size_t body_len;
     char *gid, *branch, *op, *type, *traceparent; /* traceparent may be NULL */
     char message_id[512];
-    uint64_t deadline_ms; /* monotonic: no confirm by then → TRANSIENT */
+    int command;          /* a reply ends it (else the confirm does) */
+    uint64_t seq;         /* commands: the correlation id's number */
+    char corr[48];        /* commands: "<nonce>.<seq>" */
+    uint64_t deadline_ms; /* monotonic: not settled by then → TRANSIENT */
     uint32_t timeout_ms;
     uint64_t tag;     /* the channel's delivery tag, once published */
+    int confirmed;    /* commands: the broker acked it */
     int returned;     /* basic.return seen: unroutable */
     char reason[128]; /* the return's reply text */
     call_done_fn cb;
@@ -74,16 +98,14 @@ struct pub {
     char error[ERR_MAX];
 };
 
-struct list {
-    struct pub *head, *tail;
-};
-
 struct amqp_tp {
     struct transport base;
     uv_loop_t *loop;
     uv_async_t async;
     struct amqp_broker broker;
-    char where[600]; /* amqp_broker_describe */
+    char where[1024]; /* amqp_broker_describe */
+    char *reply_queue, *cacert, *cert, *key;
+    char nonce[17]; /* hex, fresh per start: correlation ids never repeat */
     pthread_t thread;
     int wake_fd; /* eventfd: the loop pokes the thread */
     pthread_mutex_t mu;
@@ -92,8 +114,11 @@ struct amqp_tp {
     /* the connection thread's own */
     amqp_connection_state_t conn;
     int connected;
-    uint64_t next_tag;
-    struct list inflight;
+    uint64_t next_tag, next_seq;
+    struct list unconfirmed, awaiting;
+    uint64_t next_deadline; /* no call in flight expires before this */
+    struct pub **hash;      /* commands in flight, by seq */
+    size_t nhash, nbuckets;
 };
 
 /* ---- names ------------------------------------------------------------- */
@@ -166,17 +191,15 @@ static void copy(char *dst, size_t n, const char *src)
 int amqp_broker_parse(const char *url, struct amqp_broker *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
-    if (strncmp(url, "amqps://", 8) == 0) {
-        snprintf(err, errlen, "amqps:// (TLS) is not supported yet");
-        return DTX_EUNSUPPORTED;
-    }
     char *tmp = xstrdup(url); /* amqp_parse_url writes into it */
     struct amqp_connection_info ci;
     amqp_default_connection_info(&ci);
     int rc = amqp_parse_url(tmp, &ci);
-    if (rc != AMQP_STATUS_OK || ci.ssl) {
+    if (rc != AMQP_STATUS_OK) {
         free(tmp);
-        snprintf(err, errlen, "the broker URL must be amqp://user:pass@host:port/vhost");
+        snprintf(err, errlen,
+                 "the broker URL must be amqp://user:pass@host:port/vhost "
+                 "(or amqps:// for TLS)");
         return DTX_EINVAL;
     }
     if (strlen(ci.host) >= sizeof out->host || strlen(ci.user) >= sizeof out->user ||
@@ -186,6 +209,7 @@ int amqp_broker_parse(const char *url, struct amqp_broker *out, char *err, size_
         snprintf(err, errlen, "the broker URL has an empty host or a part that is too long");
         return DTX_EINVAL;
     }
+    out->tls = ci.ssl;
     copy(out->host, sizeof out->host, ci.host);
     copy(out->user, sizeof out->user, ci.user);
     copy(out->password, sizeof out->password, ci.password);
@@ -197,8 +221,8 @@ int amqp_broker_parse(const char *url, struct amqp_broker *out, char *err, size_
 
 void amqp_broker_describe(const struct amqp_broker *b, char *out, size_t n)
 {
-    snprintf(out, n, "%s@%s:%d%s%s", b->user, b->host, b->port, b->vhost[0] == '/' ? "" : "/",
-             b->vhost);
+    snprintf(out, n, "%s%s@%s:%d%s%s", b->tls ? "amqps://" : "", b->user, b->host, b->port,
+             b->vhost[0] == '/' ? "" : "/", b->vhost);
 }
 
 /* ---- lists ----------------------------------------------------------------- */
@@ -240,9 +264,85 @@ static void free_chain(struct pub *p)
     }
 }
 
+/* ---- calls in flight (connection thread) ------------------------------------ */
+
+static void fl_push(struct list *l, struct pub *p)
+{
+    p->on = l;
+    p->inext = NULL;
+    p->iprev = l->tail;
+    if (l->tail)
+        l->tail->inext = p;
+    else
+        l->head = p;
+    l->tail = p;
+}
+
+static void fl_unlink(struct pub *p)
+{
+    struct list *l = p->on;
+    if (p->iprev)
+        p->iprev->inext = p->inext;
+    else
+        l->head = p->inext;
+    if (p->inext)
+        p->inext->iprev = p->iprev;
+    else
+        l->tail = p->iprev;
+    p->on = NULL;
+    p->iprev = p->inext = NULL;
+}
+
+static void hash_put(struct amqp_tp *t, struct pub *p);
+
+static void hash_grow(struct amqp_tp *t)
+{
+    struct pub **old = t->hash;
+    size_t n = t->nbuckets;
+    t->nbuckets = n ? n * 2 : HASH_MIN;
+    t->hash = xcalloc(t->nbuckets, sizeof *t->hash);
+    t->nhash = 0;
+    for (size_t i = 0; i < n; i++)
+        for (struct pub *p = old[i], *nx; p != NULL; p = nx) {
+            nx = p->hnext;
+            hash_put(t, p);
+        }
+    free(old);
+}
+
+static void hash_put(struct amqp_tp *t, struct pub *p)
+{
+    if (t->nhash >= t->nbuckets * 2)
+        hash_grow(t);
+    struct pub **b = &t->hash[p->seq & (t->nbuckets - 1)];
+    p->hnext = *b;
+    *b = p;
+    t->nhash++;
+}
+
+static struct pub *hash_find(struct amqp_tp *t, uint64_t seq)
+{
+    if (t->nbuckets == 0)
+        return NULL;
+    for (struct pub *p = t->hash[seq & (t->nbuckets - 1)]; p != NULL; p = p->hnext)
+        if (p->seq == seq)
+            return p;
+    return NULL;
+}
+
+static void hash_del(struct amqp_tp *t, struct pub *p)
+{
+    for (struct pub **pp = &t->hash[p->seq & (t->nbuckets - 1)]; *pp != NULL; pp = &(*pp)->hnext)
+        if (*pp == p) {
+            *pp = p->hnext;
+            t->nhash--;
+            return;
+        }
+}
+
 /* ---- connection thread ---------------------------------------------------- */
 
-/* Hand a chain of settled publishes to the loop. */
+/* Hand a chain of settled publishes (linked by `next`) to the loop. */
 static void hand_back(struct amqp_tp *t, struct pub *chain)
 {
     if (chain == NULL)
@@ -268,13 +368,28 @@ static void settle(struct pub *p, enum call_outcome outcome, const char *error)
     copy(p->error, sizeof p->error, error);
 }
 
-/* Settle every publish in flight TRANSIENT with why. */
+/* Take p out of flight (its list and the hash) and append it to chain. */
+static void land(struct amqp_tp *t, struct pub *p, struct list *chain)
+{
+    if (p->on != NULL)
+        fl_unlink(p);
+    if (p->command && p->tag != 0)
+        hash_del(t, p);
+    list_push(chain, p);
+}
+
+/* Settle every call in flight TRANSIENT with why. */
 static void fail_inflight(struct amqp_tp *t, const char *why)
 {
-    struct pub *chain = list_take(&t->inflight);
-    for (struct pub *p = chain; p != NULL; p = p->next)
-        settle(p, CALL_TRANSIENT, why);
-    hand_back(t, chain);
+    struct list settled = {0};
+    struct list *lists[2] = {&t->unconfirmed, &t->awaiting};
+    for (int i = 0; i < 2; i++)
+        while (lists[i]->head != NULL) {
+            struct pub *p = lists[i]->head;
+            settle(p, CALL_TRANSIENT, why);
+            land(t, p, &settled);
+        }
+    hand_back(t, settled.head);
 }
 
 /* A readable description of an RPC reply that is not normal. */
@@ -318,25 +433,73 @@ static void disconnect(struct amqp_tp *t, const char *why)
     fail_inflight(t, why);
 }
 
-static int open_channel(struct amqp_tp *t, char *why, size_t n)
+static int rpc_ok(struct amqp_tp *t, const char *what, char *why, size_t n)
 {
-    amqp_channel_open(t->conn, CHANNEL);
     amqp_rpc_reply_t r = amqp_get_rpc_reply(t->conn);
-    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-        rpc_error(r, "cannot open a channel", why, n);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL)
+        return 0;
+    rpc_error(r, what, why, n);
+    return -1;
+}
+
+static int open_pub_channel(struct amqp_tp *t, char *why, size_t n)
+{
+    amqp_channel_open(t->conn, PUB_CHANNEL);
+    if (rpc_ok(t, "cannot open a channel", why, n) != 0)
         return -1;
-    }
-    amqp_confirm_select(t->conn, CHANNEL);
-    r = amqp_get_rpc_reply(t->conn);
-    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-        rpc_error(r, "cannot turn on publisher confirms", why, n);
+    amqp_confirm_select(t->conn, PUB_CHANNEL);
+    if (rpc_ok(t, "cannot turn on publisher confirms", why, n) != 0)
         return -1;
-    }
     t->next_tag = 0;
     return 0;
 }
 
-/* Connect, log in, open the channel in confirm mode. 0 or -1 with why. */
+/* The reply channel: declare the durable reply queue and consume it. */
+static int open_reply_channel(struct amqp_tp *t, char *why, size_t n)
+{
+    amqp_channel_open(t->conn, REPLY_CHANNEL);
+    if (rpc_ok(t, "cannot open the reply channel", why, n) != 0)
+        return -1;
+    amqp_queue_declare(t->conn, REPLY_CHANNEL, amqp_cstring_bytes(t->reply_queue), 0, 1, 0, 0,
+                       amqp_empty_table);
+    if (rpc_ok(t, "cannot declare the reply queue", why, n) != 0)
+        return -1;
+    /* no_ack: a reply that is lost with us is not needed, the call is
+     * retried after a restart anyway */
+    amqp_basic_consume(t->conn, REPLY_CHANNEL, amqp_cstring_bytes(t->reply_queue), amqp_empty_bytes,
+                       0, 1, 0, amqp_empty_table);
+    if (rpc_ok(t, "cannot consume the reply queue", why, n) != 0)
+        return -1;
+    return 0;
+}
+
+static amqp_socket_t *new_socket(struct amqp_tp *t, char *why, size_t n)
+{
+    if (!t->broker.tls) {
+        amqp_socket_t *sock = amqp_tcp_socket_new(t->conn);
+        if (sock == NULL)
+            snprintf(why, n, "cannot create a socket");
+        return sock;
+    }
+    amqp_socket_t *sock = amqp_ssl_socket_new(t->conn);
+    if (sock == NULL) {
+        snprintf(why, n, "cannot create a TLS socket");
+        return NULL;
+    }
+    amqp_ssl_socket_set_verify_peer(sock, 1);
+    amqp_ssl_socket_set_verify_hostname(sock, 1);
+    if (t->cacert != NULL && amqp_ssl_socket_set_cacert(sock, t->cacert) != AMQP_STATUS_OK) {
+        snprintf(why, n, "cannot read the CA file %s", t->cacert);
+        return NULL;
+    }
+    if (t->cert != NULL && amqp_ssl_socket_set_key(sock, t->cert, t->key) != AMQP_STATUS_OK) {
+        snprintf(why, n, "cannot read the client certificate %s or its key", t->cert);
+        return NULL;
+    }
+    return sock;
+}
+
+/* Connect, log in, open both channels. 0 or -1 with why. */
 static int connect_broker(struct amqp_tp *t, char *why, size_t n)
 {
     t->conn = amqp_new_connection();
@@ -344,11 +507,9 @@ static int connect_broker(struct amqp_tp *t, char *why, size_t n)
         snprintf(why, n, "out of memory");
         return -1;
     }
-    amqp_socket_t *sock = amqp_tcp_socket_new(t->conn);
-    if (sock == NULL) {
-        snprintf(why, n, "cannot create a socket");
+    amqp_socket_t *sock = new_socket(t, why, n);
+    if (sock == NULL)
         return -1;
-    }
     struct timeval tv = {CONNECT_TIMEOUT_MS / 1000, 0};
     /* bound every blocking exchange (login, channel open, the closes at
      * shutdown): a broker that accepts but does not answer (stopped, or
@@ -361,16 +522,16 @@ static int connect_broker(struct amqp_tp *t, char *why, size_t n)
                  amqp_error_string2(rc));
         return -1;
     }
-    amqp_rpc_reply_t r = amqp_login(t->conn, t->broker.vhost, 1, 131072, HEARTBEAT_S,
+    amqp_rpc_reply_t r = amqp_login(t->conn, t->broker.vhost, 2, 131072, HEARTBEAT_S,
                                     AMQP_SASL_METHOD_PLAIN, t->broker.user, t->broker.password);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         rpc_error(r, "cannot log in", why, n);
         return -1;
     }
-    if (open_channel(t, why, n) != 0)
+    if (open_pub_channel(t, why, n) != 0 || open_reply_channel(t, why, n) != 0)
         return -1;
     t->connected = 1;
-    slog_info("amqp connected", "broker=%s", t->where);
+    slog_info("amqp connected", "broker=%s reply_queue=%s", t->where, t->reply_queue);
     return 0;
 }
 
@@ -403,8 +564,15 @@ static int publish(struct amqp_tp *t, struct pub *p)
     props.message_id = amqp_cstring_bytes(p->message_id);
     props.headers.num_entries = nh;
     props.headers.entries = h;
+    if (p->command) {
+        p->seq = ++t->next_seq;
+        snprintf(p->corr, sizeof p->corr, "%s.%llu", t->nonce, (unsigned long long)p->seq);
+        props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_REPLY_TO_FLAG;
+        props.correlation_id = amqp_cstring_bytes(p->corr);
+        props.reply_to = amqp_cstring_bytes(t->reply_queue);
+    }
     amqp_bytes_t body = {.len = p->body_len, .bytes = p->body};
-    int rc = amqp_basic_publish(t->conn, CHANNEL, amqp_cstring_bytes(p->to.exchange),
+    int rc = amqp_basic_publish(t->conn, PUB_CHANNEL, amqp_cstring_bytes(p->to.exchange),
                                 amqp_cstring_bytes(p->to.routing_key), 1, 0, &props, body);
     if (rc != AMQP_STATUS_OK) {
         char why[ERR_MAX];
@@ -416,65 +584,78 @@ static int publish(struct amqp_tp *t, struct pub *p)
         return -1;
     }
     p->tag = ++t->next_tag;
-    list_push(&t->inflight, p);
+    fl_push(&t->unconfirmed, p);
+    if (p->command)
+        hash_put(t, p);
+    if (p->deadline_ms < t->next_deadline)
+        t->next_deadline = p->deadline_ms;
     return 0;
 }
 
-/* Settle the publishes in flight confirmed by an ack or nack. */
+/* The broker confirmed (ack) or refused (nack) tag, or every tag up to it. */
 static void confirm(struct amqp_tp *t, uint64_t tag, int multiple, int ack)
 {
-    struct list keep = {0}, settled = {0};
-    struct pub *p = list_take(&t->inflight);
-    while (p != NULL) {
-        struct pub *next = p->next;
-        if (p->tag == tag || (multiple && p->tag < tag)) {
+    struct list settled = {0};
+    struct pub *p = t->unconfirmed.head;
+    /* unconfirmed is in tag order: what the confirm covers is at the front */
+    while (p != NULL && p->tag <= tag) {
+        struct pub *next = p->inext;
+        if (p->tag == tag || multiple) {
             char why[ERR_MAX];
             if (!ack) {
                 snprintf(why, sizeof why, "the broker refused the message (basic.nack)");
                 settle(p, CALL_TRANSIENT, why);
+                land(t, p, &settled);
             } else if (p->returned) {
                 snprintf(why, sizeof why,
                          "unroutable: no queue is bound to exchange \"%.60s\" for routing key "
                          "\"%.60s\" (%.80s)",
                          p->to.exchange, p->to.routing_key, p->reason);
                 settle(p, CALL_TRANSIENT, why);
+                land(t, p, &settled);
+            } else if (p->command) {
+                fl_unlink(p);
+                p->confirmed = 1;
+                fl_push(&t->awaiting, p); /* now for its reply */
             } else {
                 settle(p, CALL_SUCCESS, NULL);
+                land(t, p, &settled);
             }
-            list_push(&settled, p);
-        } else {
-            list_push(&keep, p);
         }
         p = next;
     }
-    t->inflight = keep;
     hand_back(t, settled.head);
 }
 
-/* Settle the publishes whose timeout has passed; return the ms until the
- * next deadline (capped at 1000). */
+/* Settle the calls whose deadline has passed; return the ms until the next
+ * deadline (capped at 1000). Scans only when a deadline may have passed. */
 static int expire(struct amqp_tp *t)
 {
-    uint64_t now = clock_mono_ms(), next = now + 1000;
-    struct list keep = {0}, settled = {0};
-    struct pub *p = list_take(&t->inflight);
-    while (p != NULL) {
-        struct pub *nx = p->next;
-        if (p->deadline_ms <= now) {
+    uint64_t now = clock_mono_ms();
+    if (now < t->next_deadline)
+        return (int)(t->next_deadline - now < 1000 ? t->next_deadline - now : 1000);
+    uint64_t next = UINT64_MAX;
+    struct list settled = {0};
+    struct list *lists[2] = {&t->unconfirmed, &t->awaiting};
+    for (int i = 0; i < 2; i++)
+        for (struct pub *p = lists[i]->head, *nx; p != NULL; p = nx) {
+            nx = p->inext;
+            if (p->deadline_ms > now) {
+                if (p->deadline_ms < next)
+                    next = p->deadline_ms;
+                continue;
+            }
             char why[ERR_MAX];
-            snprintf(why, sizeof why, "no confirm from the broker within %u ms", p->timeout_ms);
+            if (p->confirmed)
+                snprintf(why, sizeof why, "no reply within %u ms", p->timeout_ms);
+            else
+                snprintf(why, sizeof why, "no confirm from the broker within %u ms", p->timeout_ms);
             settle(p, CALL_TRANSIENT, why);
-            list_push(&settled, p); /* a late ack for its tag finds nothing */
-        } else {
-            if (p->deadline_ms < next)
-                next = p->deadline_ms;
-            list_push(&keep, p);
+            land(t, p, &settled); /* a late ack or reply finds nothing */
         }
-        p = nx;
-    }
-    t->inflight = keep;
+    t->next_deadline = next;
     hand_back(t, settled.head);
-    return (int)(next - now);
+    return next == UINT64_MAX ? 1000 : (int)(next - now < 1000 ? next - now : 1000);
 }
 
 /* basic.return: the content (header, body) follows; mark the publish. */
@@ -484,16 +665,17 @@ static int on_return(struct amqp_tp *t, amqp_basic_return_t *m)
     snprintf(reason, sizeof reason, "%u %.*s", m->reply_code, (int)m->reply_text.len,
              (char *)m->reply_text.bytes);
     amqp_message_t msg;
-    amqp_rpc_reply_t r = amqp_read_message(t->conn, CHANNEL, &msg, 0);
+    amqp_rpc_reply_t r = amqp_read_message(t->conn, PUB_CHANNEL, &msg, 0);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         char why[ERR_MAX];
         rpc_error(r, "reading a returned message", why, sizeof why);
         disconnect(t, why);
         return -1;
     }
+    /* a return comes before the ack of its publish: it is unconfirmed */
     if (msg.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
         amqp_bytes_t id = msg.properties.message_id;
-        for (struct pub *p = t->inflight.head; p != NULL; p = p->next)
+        for (struct pub *p = t->unconfirmed.head; p != NULL; p = p->inext)
             if (!p->returned && strlen(p->message_id) == id.len &&
                 memcmp(p->message_id, id.bytes, id.len) == 0) {
                 p->returned = 1;
@@ -503,6 +685,114 @@ static int on_return(struct amqp_tp *t, amqp_basic_return_t *m)
     }
     amqp_destroy_message(&msg);
     return 0;
+}
+
+/* The value of a UTF-8 (or byte array) header, or a NULL bytes. */
+static amqp_bytes_t header_value(const amqp_basic_properties_t *pr, const char *key)
+{
+    amqp_bytes_t none = {0, NULL};
+    if (!(pr->_flags & AMQP_BASIC_HEADERS_FLAG))
+        return none;
+    size_t klen = strlen(key);
+    for (int i = 0; i < pr->headers.num_entries; i++) {
+        const amqp_table_entry_t *e = &pr->headers.entries[i];
+        if (e->key.len == klen && strncasecmp(e->key.bytes, key, klen) == 0 &&
+            (e->value.kind == AMQP_FIELD_KIND_UTF8 || e->value.kind == AMQP_FIELD_KIND_BYTES))
+            return e->value.value.bytes;
+    }
+    return none;
+}
+
+static int bytes_is(amqp_bytes_t b, const char *s)
+{
+    return b.bytes != NULL && b.len == strlen(s) && memcmp(b.bytes, s, b.len) == 0;
+}
+
+/* Find the command a correlation id names: "<our nonce>.<seq>". */
+static struct pub *match_reply(struct amqp_tp *t, amqp_bytes_t corr)
+{
+    size_t nl = strlen(t->nonce);
+    if (corr.len <= nl + 1 || corr.len > nl + 21 || memcmp(corr.bytes, t->nonce, nl) != 0 ||
+        ((char *)corr.bytes)[nl] != '.')
+        return NULL;
+    uint64_t seq = 0;
+    for (size_t i = nl + 1; i < corr.len; i++) {
+        char c = ((char *)corr.bytes)[i];
+        if (c < '0' || c > '9')
+            return NULL;
+        seq = seq * 10 + (uint64_t)(c - '0');
+    }
+    return hash_find(t, seq);
+}
+
+/* basic.deliver on the reply channel: read the reply, settle its command. */
+static int on_reply(struct amqp_tp *t)
+{
+    amqp_message_t msg;
+    amqp_rpc_reply_t r = amqp_read_message(t->conn, REPLY_CHANNEL, &msg, 0);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        char why[ERR_MAX];
+        rpc_error(r, "reading a reply", why, sizeof why);
+        disconnect(t, why);
+        return -1;
+    }
+    const amqp_basic_properties_t *pr = &msg.properties;
+    struct pub *p = NULL;
+    if (pr->_flags & AMQP_BASIC_CORRELATION_ID_FLAG)
+        p = match_reply(t, pr->correlation_id);
+    if (p == NULL) {
+        /* an attempt given up on, another dtxd's, or from before a restart */
+        slog_debug("amqp reply dropped", "reason=\"%s\"",
+                   pr->_flags & AMQP_BASIC_CORRELATION_ID_FLAG ? "no call waits for it"
+                                                               : "no correlation_id");
+        amqp_destroy_message(&msg);
+        return 0;
+    }
+    amqp_bytes_t res = header_value(pr, "Dtx-Result");
+    char why[ERR_MAX];
+    if (bytes_is(res, "SUCCESS")) {
+        settle(p, CALL_SUCCESS, NULL);
+    } else if (bytes_is(res, "FAILURE")) {
+        size_t n = msg.body.len < REPLY_TEXT_MAX ? msg.body.len : REPLY_TEXT_MAX;
+        snprintf(why, sizeof why, "the participant replied FAILURE%s%.*s", n ? ": " : "", (int)n,
+                 (char *)msg.body.bytes);
+        settle(p, CALL_FAILURE, why);
+    } else if (bytes_is(res, "ONGOING")) {
+        settle(p, CALL_ONGOING, "the participant replied ONGOING");
+    } else {
+        snprintf(why, sizeof why,
+                 "the reply has no Dtx-Result header of SUCCESS, FAILURE or ONGOING");
+        settle(p, CALL_TRANSIENT, why);
+    }
+    struct list settled = {0};
+    land(t, p, &settled);
+    hand_back(t, settled.head);
+    amqp_destroy_message(&msg);
+    return 0;
+}
+
+/* channel.close from the broker: fail what is in flight (a reply channel
+ * that closed loses the replies on their way) and reopen the channel. */
+static int on_channel_close(struct amqp_tp *t, amqp_channel_t ch, amqp_channel_close_t *m)
+{
+    char why[ERR_MAX];
+    snprintf(why, sizeof why, "the broker closed the channel: %u %.*s", m->reply_code,
+             (int)m->reply_text.len, (char *)m->reply_text.bytes);
+    slog_warn("amqp channel closed", "broker=%s channel=%u err=\"%s\"", t->where, ch, why);
+    fail_inflight(t, why);
+    amqp_channel_close_ok_t ok = {0};
+    if (amqp_send_method(t->conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) != 0) {
+        disconnect(t, "cannot acknowledge the channel's close");
+        return -1;
+    }
+    char oerr[ERR_MAX];
+    int rc = ch == REPLY_CHANNEL ? open_reply_channel(t, oerr, sizeof oerr)
+                                 : open_pub_channel(t, oerr, sizeof oerr);
+    if (rc != 0) {
+        disconnect(t, oerr);
+        return -1;
+    }
+    return 1;
 }
 
 /* Read and handle one frame the broker sent, without waiting (this also
@@ -523,7 +813,6 @@ static int read_frame(struct amqp_tp *t)
     }
     if (f.frame_type != AMQP_FRAME_METHOD)
         return 1;
-    char why[ERR_MAX];
     switch (f.payload.method.id) {
     case AMQP_BASIC_ACK_METHOD: {
         amqp_basic_ack_t *m = f.payload.method.decoded;
@@ -537,26 +826,13 @@ static int read_frame(struct amqp_tp *t)
     }
     case AMQP_BASIC_RETURN_METHOD:
         return on_return(t, f.payload.method.decoded) == 0 ? 1 : -1;
-    case AMQP_CHANNEL_CLOSE_METHOD: {
-        amqp_channel_close_t *m = f.payload.method.decoded;
-        snprintf(why, sizeof why, "the broker closed the channel: %u %.*s", m->reply_code,
-                 (int)m->reply_text.len, (char *)m->reply_text.bytes);
-        slog_warn("amqp channel closed", "broker=%s err=\"%s\"", t->where, why);
-        fail_inflight(t, why);
-        amqp_channel_close_ok_t ok = {0};
-        if (amqp_send_method(t->conn, CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) != 0) {
-            disconnect(t, "cannot acknowledge the channel's close");
-            return -1;
-        }
-        char oerr[ERR_MAX];
-        if (open_channel(t, oerr, sizeof oerr) != 0) {
-            disconnect(t, oerr);
-            return -1;
-        }
-        return 1;
-    }
+    case AMQP_BASIC_DELIVER_METHOD:
+        return on_reply(t) == 0 ? 1 : -1;
+    case AMQP_CHANNEL_CLOSE_METHOD:
+        return on_channel_close(t, f.channel, f.payload.method.decoded);
     case AMQP_CONNECTION_CLOSE_METHOD: {
         amqp_connection_close_t *m = f.payload.method.decoded;
+        char why[ERR_MAX];
         snprintf(why, sizeof why, "the broker closed the connection: %u %.*s", m->reply_code,
                  (int)m->reply_text.len, (char *)m->reply_text.bytes);
         amqp_connection_close_ok_t ok = {0};
@@ -646,13 +922,22 @@ static void *conn_main(void *arg)
     }
     if (t->conn != NULL) {
         if (t->connected) {
-            amqp_channel_close(t->conn, CHANNEL, AMQP_REPLY_SUCCESS);
+            amqp_channel_close(t->conn, REPLY_CHANNEL, AMQP_REPLY_SUCCESS);
+            amqp_channel_close(t->conn, PUB_CHANNEL, AMQP_REPLY_SUCCESS);
             amqp_connection_close(t->conn, AMQP_REPLY_SUCCESS);
         }
         amqp_destroy_connection(t->conn);
     }
     t->conn = NULL;
-    free_chain(list_take(&t->inflight));
+    struct list *lists[2] = {&t->unconfirmed, &t->awaiting};
+    for (int i = 0; i < 2; i++)
+        while (lists[i]->head != NULL) {
+            struct pub *p = lists[i]->head;
+            fl_unlink(p);
+            pub_free(p);
+        }
+    free(t->hash);
+    t->hash = NULL;
     return NULL;
 }
 
@@ -672,7 +957,7 @@ static void on_async(uv_async_t *h)
             .error = p->outcome == CALL_SUCCESS ? NULL : p->error,
         };
         if (p->outcome != CALL_SUCCESS)
-            slog_debug("amqp publish not confirmed", "message_id=%s err=\"%s\"", p->message_id,
+            slog_debug("amqp call not successful", "message_id=%s err=\"%s\"", p->message_id,
                        p->error);
         p->cb(p->arg, &res);
         pub_free(p);
@@ -699,15 +984,8 @@ static int amqp_call(struct transport *tp, const struct call_req *req, call_done
     p->arg = arg;
     p->timeout_ms = req->timeout_ms;
     p->deadline_ms = clock_mono_ms() + req->timeout_ms;
-    if (strcmp(req->op, "action") != 0 || strcmp(req->txn_type, "msg") != 0) {
-        /* settled at once, still answered from the loop (never inside call) */
-        settle(p, CALL_TRANSIENT, only_msg);
-        pthread_mutex_lock(&t->mu);
-        list_push(&t->done, p);
-        uv_async_send(&t->async);
-        pthread_mutex_unlock(&t->mu);
-        return 0;
-    }
+    /* a msg step's action is a delivery; everything else waits for a reply */
+    p->command = !(strcmp(req->op, "action") == 0 && strcmp(req->txn_type, "msg") == 0);
     p->gid = xstrdup(req->gid);
     p->branch = xstrdup(req->branch);
     p->op = xstrdup(req->op);
@@ -723,6 +1001,14 @@ static int amqp_call(struct transport *tp, const struct call_req *req, call_done
     return 0;
 }
 
+static void tp_free_strings(struct amqp_tp *t)
+{
+    free(t->reply_queue);
+    free(t->cacert);
+    free(t->cert);
+    free(t->key);
+}
+
 static void on_async_closed(uv_handle_t *h)
 {
     struct amqp_tp *t = h->data;
@@ -730,6 +1016,7 @@ static void on_async_closed(uv_handle_t *h)
     free_chain(list_take(&t->todo));
     pthread_mutex_destroy(&t->mu);
     close(t->wake_fd);
+    tp_free_strings(t);
     free(t);
 }
 
@@ -746,20 +1033,63 @@ static void amqp_free(struct transport *tp)
 
 static const struct transport_ops amqp_ops = {.call = amqp_call, .free = amqp_free};
 
-struct transport *amqp_transport_new(uv_loop_t *loop, const char *url, char *err, size_t errlen)
+/* Check cfg into t; 0 or -1 with err. */
+static int configure(struct amqp_tp *t, const struct amqp_config *cfg, char *err, size_t errlen)
+{
+    if (cfg->url == NULL) {
+        snprintf(err, errlen, "no broker URL");
+        return -1;
+    }
+    if (amqp_broker_parse(cfg->url, &t->broker, err, errlen) != 0)
+        return -1;
+    const char *rq = cfg->reply_queue ? cfg->reply_queue : AMQP_REPLY_QUEUE_DEFAULT;
+    if (rq[0] == '\0' || strlen(rq) > 255 || strncmp(rq, "amq.", 4) == 0) {
+        snprintf(err, errlen, "the reply queue name must be 1-255 bytes, not starting amq.");
+        return -1;
+    }
+    if ((cfg->cert == NULL) != (cfg->key == NULL)) {
+        snprintf(err, errlen, "a client certificate needs its key, and a key its certificate");
+        return -1;
+    }
+    if (!t->broker.tls && (cfg->cacert || cfg->cert)) {
+        snprintf(err, errlen, "a CA file or client certificate needs an amqps:// broker URL");
+        return -1;
+    }
+    const char *files[3] = {cfg->cacert, cfg->cert, cfg->key};
+    for (int i = 0; i < 3; i++)
+        if (files[i] != NULL && access(files[i], R_OK) != 0) {
+            snprintf(err, errlen, "cannot read %s: %s", files[i], strerror(errno));
+            return -1;
+        }
+    t->reply_queue = xstrdup(rq);
+    t->cacert = cfg->cacert ? xstrdup(cfg->cacert) : NULL;
+    t->cert = cfg->cert ? xstrdup(cfg->cert) : NULL;
+    t->key = cfg->key ? xstrdup(cfg->key) : NULL;
+    uint64_t nonce;
+    if (rnd_secure(&nonce, sizeof nonce) != 0)
+        nonce = rnd_next() ^ clock_mono_ms();
+    snprintf(t->nonce, sizeof t->nonce, "%016llx", (unsigned long long)nonce);
+    return 0;
+}
+
+struct transport *amqp_transport_new(uv_loop_t *loop, const struct amqp_config *cfg, char *err,
+                                     size_t errlen)
 {
     struct amqp_tp *t = xcalloc(1, sizeof *t);
-    if (amqp_broker_parse(url, &t->broker, err, errlen) != 0) {
+    if (configure(t, cfg, err, errlen) != 0) {
+        tp_free_strings(t);
         free(t);
         return NULL;
     }
     t->base.ops = &amqp_ops;
     t->base.scheme = AMQP_SCHEME;
     t->loop = loop;
+    t->next_deadline = UINT64_MAX;
     amqp_broker_describe(&t->broker, t->where, sizeof t->where);
     t->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (t->wake_fd < 0) {
         snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        tp_free_strings(t);
         free(t);
         return NULL;
     }
@@ -773,6 +1103,6 @@ struct transport *amqp_transport_new(uv_loop_t *loop, const char *url, char *err
         uv_close((uv_handle_t *)&t->async, on_async_closed);
         return NULL;
     }
-    slog_info("amqp broker", "broker=%s", t->where);
+    slog_info("amqp broker", "broker=%s reply_queue=%s", t->where, t->reply_queue);
     return &t->base;
 }

@@ -7,30 +7,40 @@
  * routing key is everything after the first '/' and may be empty for a
  * fanout exchange ("amqp://events/").
  *
- * This first slice serves one thing: the "action" of a msg transaction, a
- * delivery. The message is persistent (delivery_mode 2), content_type
- * application/json, body = the payload, message_id = gid/branch/op, headers
- * Dtx-Gid, Dtx-Branch, Dtx-Op, Dtx-Type and traceparent, published with
- * mandatory on a channel in confirm mode:
+ * Every call publishes one persistent message (delivery_mode 2,
+ * content_type application/json, body = the payload, message_id =
+ * gid/branch/op, headers Dtx-Gid, Dtx-Branch, Dtx-Op, Dtx-Type and
+ * traceparent) with mandatory set, on a channel in confirm mode. What ends
+ * the call depends on its kind (docs/API.md, "amqp:// targets"):
  *
- *   basic.ack              SUCCESS: the broker has the message
+ *   delivery (a msg step's action): the broker's confirm is the success.
+ *   command (everything else): the message also carries reply_to = our
+ *       reply queue and a correlation_id fresh for this attempt; the
+ *       participant's reply (Dtx-Result SUCCESS / FAILURE / ONGOING) ends
+ *       the call. A reply that comes before the confirm counts: the
+ *       participant had the message.
+ *
  *   basic.return + ack     TRANSIENT: no queue is bound for it (unroutable)
  *   basic.nack             TRANSIENT: the broker refused it
  *   channel closed         TRANSIENT (e.g. the exchange does not exist)
- *   no confirm in time,
- *   broker unreachable     TRANSIENT
+ *   no confirm / no reply
+ *   within the timeout,
+ *   broker unreachable,
+ *   connection lost        TRANSIENT
+ *   reply, no Dtx-Result   TRANSIENT
  *
- * A retry publishes again with the same message_id: consumers de-duplicate
- * on it. Anything else (another operation, another mode) fails TRANSIENT
- * with "amqp targets serve msg deliveries only (for now)".
+ * A retry publishes again with the same message_id (and, for a command, a
+ * new correlation_id: a late reply to an attempt already given up is
+ * dropped): consumers de-duplicate on message_id.
  *
  * rabbitmq-c is blocking, so one thread owns the connection (DESIGN §4): the
  * loop hands it publishes through a mutex-protected queue and an eventfd,
  * and it hands results back through another queue and a uv_async. It
  * publishes in the order it was given, on one channel, so the broker sees
- * one transaction's deliveries in order. When the broker is unreachable or
- * closes the connection, every publish in flight fails TRANSIENT and the
- * thread reconnects with backoff.
+ * one transaction's deliveries in order; replies are consumed on a second
+ * channel from the durable reply queue it declares. When the broker is
+ * unreachable or closes the connection, every call in flight fails
+ * TRANSIENT and the thread reconnects with backoff.
  *
  * The broker URL (amqp://user:pass@host:port/vhost) may hold a password:
  * the log only ever shows user, host, port and vhost.
@@ -58,6 +68,7 @@ struct amqp_target {
 int amqp_target_parse(const char *url, struct amqp_target *out /* OUT */);
 
 struct amqp_broker {
+    int tls; /* amqps:// */
     char host[256];
     int port;
     char user[128];
@@ -65,20 +76,32 @@ struct amqp_broker {
     char vhost[256];
 };
 
-/* Parse a broker URL "amqp://user:pass@host:port/vhost" (rabbitmq-c's
- * rules: defaults guest/guest, localhost, 5672, vhost "/"; "%2f" is "/").
- * Returns 0 or DTX_EINVAL (with a message in err that never holds the
- * password); DTX_EUNSUPPORTED for amqps:// (TLS is not built yet). */
+/* Parse a broker URL "amqp://user:pass@host:port/vhost" or amqps:// (TLS)
+ * (rabbitmq-c's rules: defaults guest/guest, localhost, 5672 or 5671 with
+ * TLS, vhost "/"; "%2f" is "/"). Returns 0 or DTX_EINVAL (with a message in
+ * err that never holds the password). */
 int amqp_broker_parse(const char *url, struct amqp_broker *out /* OUT */, char *err, size_t errlen);
 
-/* "user@host:port/vhost": what the log may say about a broker. */
+/* "user@host:port/vhost" (amqps:// in front for TLS): what the log may say
+ * about a broker. */
 void amqp_broker_describe(const struct amqp_broker *b, char *out, size_t n);
 
+#define AMQP_REPLY_QUEUE_DEFAULT "dtxd.replies"
+
+struct amqp_config {
+    const char *url;         /* the broker, amqp:// or amqps:// */
+    const char *reply_queue; /* durable queue for replies; NULL: AMQP_REPLY_QUEUE_DEFAULT */
+    const char *cacert;      /* amqps: PEM CA file the broker's certificate must chain to */
+    const char *cert, *key;  /* amqps: client certificate and key (PEM), both or neither */
+};
+
 /*
- * Create the transport (scheme "amqp") for the broker at url and start its
- * connection thread (it connects at once and keeps reconnecting). Returns
- * NULL with a message in err when the URL is invalid.
+ * Create the transport (scheme "amqp") and start its connection thread (it
+ * connects at once and keeps reconnecting). With TLS the broker's
+ * certificate and host name are always verified. Returns NULL with a
+ * message in err when the configuration is invalid.
  */
-struct transport *amqp_transport_new(uv_loop_t *loop, const char *url, char *err, size_t errlen);
+struct transport *amqp_transport_new(uv_loop_t *loop, const struct amqp_config *cfg, char *err,
+                                     size_t errlen);
 
 #endif

@@ -1,108 +1,25 @@
 """
 test_amqp.py - msg steps delivered to RabbitMQ (amqp:// targets).
 
-The broker comes from DTX_TEST_AMQP_URL (AMQP) and DTX_TEST_AMQP_MGMT (its
-management API, http://user:pass@host:port), as scripts/rabbitmq.sh prints
-them; without them the tests are skipped (failed with DTX_REQUIRE_AMQP=1).
-Queues, exchanges and bindings are made, and messages read back, over the
+The broker: see amqpfix.py. Commands with replies (saga, tcc, 2pc, a msg's
+check) are in test_amqp_commands.py. Queues, exchanges and bindings are made, and messages read back, over the
 management API with the standard library. The test that restarts the broker
 starts a node of its own (scripts/rabbitmq.sh) rather than restart the
 shared one.
 """
 
-import base64
 import json
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
-from pathlib import Path
 
 import pytest
 
-from dtxtest import FAST_RETRY, free_port, new_gid, wait_until
-
-REPO = Path(__file__).resolve().parents[2]
-RABBITMQ_SH = REPO / "scripts" / "rabbitmq.sh"
-
-
-def _require():
-    url, mgmt = os.environ.get("DTX_TEST_AMQP_URL"), os.environ.get("DTX_TEST_AMQP_MGMT")
-    if not url or not mgmt:
-        msg = "no RabbitMQ: set DTX_TEST_AMQP_URL and DTX_TEST_AMQP_MGMT (scripts/rabbitmq.sh)"
-        if os.environ.get("DTX_REQUIRE_AMQP") == "1":
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
-    return url, mgmt
-
-
-class Mgmt:
-    """RabbitMQ's management HTTP API, for the "/" vhost."""
-
-    def __init__(self, base):
-        u = urllib.parse.urlsplit(base)
-        self.base = f"http://{u.hostname}:{u.port}"
-        cred = f"{urllib.parse.unquote(u.username or 'guest')}:{urllib.parse.unquote(u.password or 'guest')}"
-        self.auth = "Basic " + base64.b64encode(cred.encode()).decode()
-
-    def call(self, method, path, body=None, timeout=10):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method)
-        req.add_header("Authorization", self.auth)
-        req.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            raw = r.read()
-        return json.loads(raw) if raw else None
-
-    def queue(self, name):
-        self.call("PUT", f"/api/queues/%2F/{urllib.parse.quote(name, safe='')}", {"durable": True})
-
-    def exchange(self, name, kind="direct"):
-        self.call("PUT", f"/api/exchanges/%2F/{urllib.parse.quote(name, safe='')}", {"type": kind, "durable": True})
-
-    def bind(self, exchange, queue, key):
-        e, q = urllib.parse.quote(exchange, safe=""), urllib.parse.quote(queue, safe="")
-        self.call("POST", f"/api/bindings/%2F/e/{e}/q/{q}", {"routing_key": key})
-
-    def user(self, name, password):
-        self.call("PUT", f"/api/users/{name}", {"password": password, "tags": ""})
-        self.call("PUT", f"/api/permissions/%2F/{name}", {"configure": ".*", "write": ".*", "read": ".*"})
-
-    def take(self, name, count=1000):
-        """Remove and return up to count messages of queue name, in order."""
-        path = f"/api/queues/%2F/{urllib.parse.quote(name, safe='')}/get"
-        return self.call("POST", path, {"count": count, "ackmode": "ack_requeue_false", "encoding": "auto"})
-
-    def take_n(self, name, n, timeout=20):
-        """Take messages of queue name until there are at least n (the
-        queue's statistics lag: read the messages themselves); then wait a
-        moment for stragglers (duplicates) and take those too."""
-        got = []
-
-        def enough():
-            got.extend(self.take(name))
-            return len(got) >= n
-
-        wait_until(enough, timeout, interval=0.2, what=f"{n} messages in {name}")
-        time.sleep(0.3)
-        got.extend(self.take(name))
-        return got
-
-
-@pytest.fixture
-def broker():
-    url, mgmt = _require()
-    return url, Mgmt(mgmt)
-
-
-def uid(prefix):
-    return f"dtx-{prefix}-{uuid.uuid4().hex[:8]}"
+from amqpfix import broker, private_broker, uid  # noqa: F401 (fixtures)
+from dtxtest import FAST_RETRY, new_gid, wait_until
 
 
 def msg_body(targets, gid=None, retry=None, **options):
@@ -242,68 +159,7 @@ def test_amqp_targets_validated(broker, dtxd_factory):
     assert r.status == 400 and r.body["error"]["code"] == "invalid_url", r
 
 
-def test_other_modes_refused_at_validation(broker, dtxd_factory, participant):
-    """amqp:// serves msg deliveries only, for now: anywhere else (a saga's
-    action or compensate, a tcc/2pc branch's URLs, a msg's check) the
-    request is refused with invalid_url on that field, and nothing is made."""
-    url, mq = broker
-    d = dtxd_factory("--amqp-url", url)
-    q = f"amqp:///{uid('q')}"
-    http = participant.url("/x")
-    cases = [
-        ({"type": "saga", "steps": [{"action": q, "compensate": http}]}, "steps[0].action"),
-        ({"type": "saga", "steps": [{"action": http, "compensate": q}]}, "steps[0].compensate"),
-        ({"type": "msg", "check": q, "steps": [{"action": q}]}, "check"),
-        ({"type": "tcc", "branches": [{"confirm": q, "cancel": http}]}, "branches[0].confirm"),
-        ({"type": "2pc", "branches": [{"prepare": http, "commit": http, "rollback": q}]},
-         "branches[0].rollback"),
-    ]
-    for body, field in cases:
-        r = d.create(body)
-        assert r.status == 400, (body, r)
-        assert r.body["error"]["code"] == "invalid_url" and r.body["error"]["field"] == field, r
-        assert "msg steps only" in r.body["error"]["message"], r
-    assert d.list().body["transactions"] == []
-
-
 # ---------------------------------------------------------------- faults
-
-
-class PrivateBroker:
-    """A RabbitMQ node of this test's own (scripts/rabbitmq.sh), to stop and
-    start. Its directory is under /tmp: the rabbitmq user must reach it."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="dtx-test-rmq-", dir="/tmp")
-        self.port = free_port()
-        self.url = self.mgmt = None
-
-    def start(self):
-        out = subprocess.run([str(RABBITMQ_SH), "start", self.dir, str(self.port)],
-                             capture_output=True, text=True, timeout=180)
-        assert out.returncode == 0, out.stderr[-3000:]
-        env = dict(line.split("=", 1) for line in out.stdout.split() if "=" in line)
-        self.url, self.mgmt = env["DTX_TEST_AMQP_URL"], Mgmt(env["DTX_TEST_AMQP_MGMT"])
-
-    def stop(self):
-        subprocess.run([str(RABBITMQ_SH), "stop", self.dir], capture_output=True, timeout=180)
-
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture
-def private_broker():
-    _require()
-    if not os.access(RABBITMQ_SH, os.X_OK) or shutil.which("python3") is None:
-        pytest.skip("scripts/rabbitmq.sh not runnable")
-    b = PrivateBroker()
-    try:
-        b.start()
-        yield b
-    finally:
-        b.cleanup()
 
 
 def test_broker_restart_loses_nothing(private_broker, dtxd_factory):

@@ -92,16 +92,58 @@ static void test_bad_broker(void **state)
     assert_int_equal(amqp_broker_parse("amqp://u:topsecret@h:notaport/", &b, err, sizeof err),
                      DTX_EINVAL);
     assert_null(strstr(err, "topsecret"));
-    assert_int_equal(amqp_broker_parse("amqps://u:p@h/", &b, err, sizeof err), DTX_EUNSUPPORTED);
+}
+
+static void test_tls_broker(void **state)
+{
+    (void)state;
+    struct amqp_broker b;
+    char err[256], where[600];
+    assert_int_equal(amqp_broker_parse("amqps://u:p@mq.example/", &b, err, sizeof err), 0);
+    assert_int_equal(b.tls, 1);
+    assert_int_equal(b.port, 5671); /* the AMQPS port */
+    amqp_broker_describe(&b, where, sizeof where);
+    assert_string_equal(where, "amqps://u@mq.example:5671/");
+    assert_int_equal(amqp_broker_parse("amqp://u:p@mq.example/", &b, err, sizeof err), 0);
+    assert_int_equal(b.tls, 0);
+}
+
+/* Configurations amqp_transport_new refuses before it starts anything. */
+static void test_bad_config(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char err[256];
+    struct {
+        struct amqp_config cfg;
+        const char *says;
+    } bad[] = {
+        {{.url = NULL}, "no broker URL"},
+        {{.url = "http://x/"}, "must be amqp://"},
+        {{.url = "amqp://h/", .reply_queue = ""}, "reply queue name"},
+        {{.url = "amqp://h/", .reply_queue = "amq.mine"}, "reply queue name"},
+        {{.url = "amqp://h/", .cacert = "/etc/hostname"}, "needs an amqps://"},
+        {{.url = "amqps://h/", .cert = "/etc/hostname"}, "needs its key"},
+        {{.url = "amqps://h/", .key = "/etc/hostname"}, "needs its key"},
+        {{.url = "amqps://h/", .cacert = "/nonexistent/ca.pem"}, "cannot read /nonexistent/ca.pem"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        assert_null(amqp_transport_new(&loop, &bad[i].cfg, err, sizeof err));
+        if (strstr(err, bad[i].says) == NULL)
+            fail_msg("case %zu: \"%s\" does not say \"%s\"", i, err, bad[i].says);
+    }
+    assert_int_equal(uv_run(&loop, UV_RUN_NOWAIT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_target),
-        cmocka_unit_test(test_bad_target),
-        cmocka_unit_test(test_broker),
-        cmocka_unit_test(test_bad_broker),
+        cmocka_unit_test(test_target),     cmocka_unit_test(test_bad_target),
+        cmocka_unit_test(test_broker),     cmocka_unit_test(test_bad_broker),
+        cmocka_unit_test(test_tls_broker), cmocka_unit_test(test_bad_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

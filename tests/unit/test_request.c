@@ -340,7 +340,7 @@ static void test_invalid_url(void **state)
 }
 
 /* A transport table serving http:// and a made-up queue:// for every
- * operation, and amqp:// for msg deliveries only (as dtxd's does today). */
+ * operation, and amqp:// for msg deliveries only (a transport may serve deliveries only). */
 static const char *only_http_and_queue(void *arg, const char *url, enum txn_type type,
                                        const char *op)
 {
