@@ -63,7 +63,6 @@
 #define BACKOFF_MIN_MS     100
 #define BACKOFF_MAX_MS     5000
 #define ERR_MAX            512
-#define REPLY_TEXT_MAX     200 /* of a FAILURE reply's body, in the error */
 #define HASH_MIN           256
 
 /* A singly linked queue (todo, done: `next`) or a doubly linked in-flight
@@ -703,26 +702,42 @@ static amqp_bytes_t header_value(const amqp_basic_properties_t *pr, const char *
     return none;
 }
 
-static int bytes_is(amqp_bytes_t b, const char *s)
+static int bytes_is(const char *b, size_t len, const char *s)
 {
-    return b.bytes != NULL && b.len == strlen(s) && memcmp(b.bytes, s, b.len) == 0;
+    return b != NULL && len == strlen(s) && memcmp(b, s, len) == 0;
 }
 
-/* Find the command a correlation id names: "<our nonce>.<seq>". */
-static struct pub *match_reply(struct amqp_tp *t, amqp_bytes_t corr)
+int amqp_reply_parse(const char *nonce, const char *corr, size_t corr_len, const char *result,
+                     size_t result_len, const char *body, size_t body_len, struct amqp_reply *out)
 {
-    size_t nl = strlen(t->nonce);
-    if (corr.len <= nl + 1 || corr.len > nl + 21 || memcmp(corr.bytes, t->nonce, nl) != 0 ||
-        ((char *)corr.bytes)[nl] != '.')
-        return NULL;
+    size_t nl = strlen(nonce);
+    if (corr == NULL || corr_len <= nl + 1 || corr_len > nl + 20 || memcmp(corr, nonce, nl) != 0 ||
+        corr[nl] != '.')
+        return DTX_ENOTFOUND;
     uint64_t seq = 0;
-    for (size_t i = nl + 1; i < corr.len; i++) {
-        char c = ((char *)corr.bytes)[i];
-        if (c < '0' || c > '9')
-            return NULL;
-        seq = seq * 10 + (uint64_t)(c - '0');
+    for (size_t i = nl + 1; i < corr_len; i++) {
+        if (corr[i] < '0' || corr[i] > '9' || seq > (UINT64_MAX - 9) / 10)
+            return DTX_ENOTFOUND;
+        seq = seq * 10 + (uint64_t)(corr[i] - '0');
     }
-    return hash_find(t, seq);
+    out->seq = seq;
+    out->error[0] = '\0';
+    if (bytes_is(result, result_len, "SUCCESS")) {
+        out->outcome = CALL_SUCCESS;
+    } else if (bytes_is(result, result_len, "FAILURE")) {
+        size_t n = body_len < AMQP_REPLY_TEXT_MAX ? body_len : AMQP_REPLY_TEXT_MAX;
+        out->outcome = CALL_FAILURE;
+        snprintf(out->error, sizeof out->error, "the participant replied FAILURE%s%.*s",
+                 n ? ": " : "", (int)n, n ? body : "");
+    } else if (bytes_is(result, result_len, "ONGOING")) {
+        out->outcome = CALL_ONGOING;
+        snprintf(out->error, sizeof out->error, "the participant replied ONGOING");
+    } else {
+        out->outcome = CALL_TRANSIENT;
+        snprintf(out->error, sizeof out->error,
+                 "the reply has no Dtx-Result header of SUCCESS, FAILURE or ONGOING");
+    }
+    return 0;
 }
 
 /* basic.deliver on the reply channel: read the reply, settle its command. */
@@ -737,9 +752,14 @@ static int on_reply(struct amqp_tp *t)
         return -1;
     }
     const amqp_basic_properties_t *pr = &msg.properties;
+    struct amqp_reply rep;
     struct pub *p = NULL;
-    if (pr->_flags & AMQP_BASIC_CORRELATION_ID_FLAG)
-        p = match_reply(t, pr->correlation_id);
+    if (pr->_flags & AMQP_BASIC_CORRELATION_ID_FLAG) {
+        amqp_bytes_t res = header_value(pr, "Dtx-Result");
+        if (amqp_reply_parse(t->nonce, pr->correlation_id.bytes, pr->correlation_id.len, res.bytes,
+                             res.len, msg.body.bytes, msg.body.len, &rep) == 0)
+            p = hash_find(t, rep.seq);
+    }
     if (p == NULL) {
         /* an attempt given up on, another dtxd's, or from before a restart */
         slog_debug("amqp reply dropped", "reason=\"%s\"",
@@ -748,22 +768,7 @@ static int on_reply(struct amqp_tp *t)
         amqp_destroy_message(&msg);
         return 0;
     }
-    amqp_bytes_t res = header_value(pr, "Dtx-Result");
-    char why[ERR_MAX];
-    if (bytes_is(res, "SUCCESS")) {
-        settle(p, CALL_SUCCESS, NULL);
-    } else if (bytes_is(res, "FAILURE")) {
-        size_t n = msg.body.len < REPLY_TEXT_MAX ? msg.body.len : REPLY_TEXT_MAX;
-        snprintf(why, sizeof why, "the participant replied FAILURE%s%.*s", n ? ": " : "", (int)n,
-                 (char *)msg.body.bytes);
-        settle(p, CALL_FAILURE, why);
-    } else if (bytes_is(res, "ONGOING")) {
-        settle(p, CALL_ONGOING, "the participant replied ONGOING");
-    } else {
-        snprintf(why, sizeof why,
-                 "the reply has no Dtx-Result header of SUCCESS, FAILURE or ONGOING");
-        settle(p, CALL_TRANSIENT, why);
-    }
+    settle(p, rep.outcome, rep.outcome == CALL_SUCCESS ? NULL : rep.error);
     struct list settled = {0};
     land(t, p, &settled);
     hand_back(t, settled.head);

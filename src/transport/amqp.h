@@ -49,6 +49,7 @@
 #define DTX_AMQP_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "transport/transport.h"
@@ -85,6 +86,23 @@ int amqp_broker_parse(const char *url, struct amqp_broker *out /* OUT */, char *
 /* "user@host:port/vhost" (amqps:// in front for TLS): what the log may say
  * about a broker. */
 void amqp_broker_describe(const struct amqp_broker *b, char *out, size_t n);
+
+/* A participant's reply, decoded (docs/API.md "Commands"). */
+#define AMQP_REPLY_TEXT_MAX 200 /* of a FAILURE reply's body, in the error */
+struct amqp_reply {
+    uint64_t seq;              /* the correlation id's number */
+    enum call_outcome outcome; /* from Dtx-Result; TRANSIENT when it is none of the three */
+    char error[AMQP_REPLY_TEXT_MAX + 64]; /* "" for SUCCESS */
+};
+
+/*
+ * Decode a reply from its correlation_id (corr, "<nonce>.<seq>"), its
+ * Dtx-Result header value (result, NULL when absent) and its body. Returns
+ * 0, or DTX_ENOTFOUND when the correlation id is not one of ours (another
+ * nonce, malformed): such a reply is dropped. No I/O; any bytes are safe.
+ */
+int amqp_reply_parse(const char *nonce, const char *corr, size_t corr_len, const char *result,
+                     size_t result_len, const char *body, size_t body_len, struct amqp_reply *out);
 
 #define AMQP_REPLY_QUEUE_DEFAULT "dtxd.replies"
 

@@ -138,12 +138,58 @@ static void test_bad_config(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+static int parse(const char *nonce, const char *corr, const char *res, const char *body,
+                 struct amqp_reply *r)
+{
+    return amqp_reply_parse(nonce, corr, strlen(corr), res, res ? strlen(res) : 0, body,
+                            strlen(body), r);
+}
+
+static void test_reply_parse(void **state)
+{
+    (void)state;
+    static const char nonce[] = "00ff00ff00ff00ff";
+    struct amqp_reply r;
+#define PARSE(corr, res, body) parse(nonce, corr, res, body, &r)
+    assert_int_equal(PARSE("00ff00ff00ff00ff.42", "SUCCESS", ""), 0);
+    assert_int_equal(r.seq, 42);
+    assert_int_equal(r.outcome, CALL_SUCCESS);
+    assert_int_equal(PARSE("00ff00ff00ff00ff.7", "FAILURE", "{\"reason\":\"short\"}"), 0);
+    assert_int_equal(r.outcome, CALL_FAILURE);
+    assert_string_equal(r.error, "the participant replied FAILURE: {\"reason\":\"short\"}");
+    assert_int_equal(PARSE("00ff00ff00ff00ff.7", "ONGOING", ""), 0);
+    assert_int_equal(r.outcome, CALL_ONGOING);
+    /* a missing or unknown result is transient, never success or failure */
+    assert_int_equal(PARSE("00ff00ff00ff00ff.7", NULL, ""), 0);
+    assert_int_equal(r.outcome, CALL_TRANSIENT);
+    assert_int_equal(PARSE("00ff00ff00ff00ff.7", "success", ""), 0);
+    assert_int_equal(r.outcome, CALL_TRANSIENT);
+    assert_int_equal(PARSE("00ff00ff00ff00ff.7", "SUCCESSFUL", ""), 0);
+    assert_int_equal(r.outcome, CALL_TRANSIENT);
+    /* a long FAILURE body is cut */
+    char body[1000];
+    memset(body, 'x', sizeof body - 1);
+    body[sizeof body - 1] = '\0';
+    assert_int_equal(PARSE("00ff00ff00ff00ff.7", "FAILURE", body), 0);
+    assert_true(strlen(r.error) < AMQP_REPLY_TEXT_MAX + 40);
+    /* not ours: another nonce, no number, junk, overflow */
+    assert_int_equal(PARSE("11ff00ff00ff00ff.42", "SUCCESS", ""), DTX_ENOTFOUND);
+    assert_int_equal(PARSE("00ff00ff00ff00ff.", "SUCCESS", ""), DTX_ENOTFOUND);
+    assert_int_equal(PARSE("00ff00ff00ff00ff", "SUCCESS", ""), DTX_ENOTFOUND);
+    assert_int_equal(PARSE("00ff00ff00ff00ff.4x", "SUCCESS", ""), DTX_ENOTFOUND);
+    assert_int_equal(PARSE("00ff00ff00ff00ff-42", "SUCCESS", ""), DTX_ENOTFOUND);
+    assert_int_equal(PARSE("00ff00ff00ff00ff.99999999999999999999", "SUCCESS", ""), DTX_ENOTFOUND);
+    assert_int_equal(PARSE("", "SUCCESS", ""), DTX_ENOTFOUND);
+#undef PARSE
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_target),     cmocka_unit_test(test_bad_target),
-        cmocka_unit_test(test_broker),     cmocka_unit_test(test_bad_broker),
-        cmocka_unit_test(test_tls_broker), cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_target),      cmocka_unit_test(test_bad_target),
+        cmocka_unit_test(test_broker),      cmocka_unit_test(test_bad_broker),
+        cmocka_unit_test(test_tls_broker),  cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_reply_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
