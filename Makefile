@@ -3,7 +3,7 @@
 # tests and the benchmark tools; `make test` runs unit and integration tests.
 
 CC      ?= cc
-PKGS    := libuv libmicrohttpd libcurl jansson zlib libpq librabbitmq
+PKGS    := libuv libmicrohttpd libcurl jansson zlib libpq librabbitmq rdkafka
 # CFLAGS/LDFLAGS are the caller's (optimisation, sanitizers: see `make asan`);
 # the flags the project needs are kept apart so overriding CFLAGS keeps them.
 CFLAGS  ?= -O2 -g
@@ -59,10 +59,11 @@ unit: $(UNIT_BIN)
 test-unit: $(UNIT_BIN) $(EXTRA_UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN) $(EXTRA_UNIT_BIN); do echo "== $$t"; $$t; done
 
-# The integration tests find dtxctl, the live libdtx test and the bank
-# example next to $DTXD.
+# The integration tests find dtxctl, the live libdtx test, the bank
+# example and the mock Kafka cluster next to $DTXD.
 INTEGRATION_ENV = DTXD=$(CURDIR)/$(1)/dtxd DTXCTL=$(CURDIR)/$(1)/dtxctl \
-	DTX_CLIENT_LIVE=$(CURDIR)/$(1)/tests/libdtx/test_client_live
+	DTX_CLIENT_LIVE=$(CURDIR)/$(1)/tests/libdtx/test_client_live \
+	KAFKA_MOCK=$(CURDIR)/$(1)/tests/tools/kafka_mock
 
 test-integration: $(B)/dtxd $(EXTRA_ALL)
 	$(call INTEGRATION_ENV,$(B)) /usr/bin/python3 -m pytest -q tests/integration

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 # neither the format check (clang-format) nor the unit tests (cmocka) are
 # needed here; scripts/test.sh builds and checks everything.
 PKGS="build-essential pkg-config libuv1-dev libmicrohttpd-dev libcurl4-openssl-dev
-      libjansson-dev zlib1g-dev libpq-dev libsqlite3-dev librabbitmq-dev curl python3"
+      libjansson-dev zlib1g-dev libpq-dev libsqlite3-dev librabbitmq-dev librdkafka-dev curl python3"
 missing=""
 for p in $PKGS; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -18,6 +18,7 @@ PACKAGES=(
     libcmocka-dev python3-pytest curl
     postgresql libpq-dev libsqlite3-dev sqlite3
     rabbitmq-server librabbitmq-dev python3-pika openssl
+    librdkafka-dev kcat
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -93,6 +94,9 @@ set -a
 . "$RMQ_DIR/env" # DTX_TEST_AMQP_URL, DTX_TEST_AMQP_MGMT
 set +a
 export DTX_REQUIRE_AMQP=1
+# Kafka: librdkafka's mock cluster (tests/tools/kafka_mock, built by make) and
+# kcat; DTX_REQUIRE_KAFKA=1 makes the Kafka tests fail rather than skip.
+export DTX_REQUIRE_KAFKA=1
 # ---------------------------------------------------------------------------------
 
 # ---- build (includes the clang-format check) ------------------------------------

@@ -4,11 +4,13 @@
  * Start-up: open the log directory, replay it (engine_recover resumes every
  * unfinished transaction), then listen. Everything runs on one libuv loop;
  * the log writer and, with --amqp-url, the RabbitMQ connection are the only
- * other threads. SIGTERM/SIGINT: stop accepting, stop starting participant
- * calls, drain the log so every acknowledged record is durable and every
- * reply waiting on it is sent, then exit 0. Unfinished transactions continue
- * at the next start.
+ * other threads of ours (with --kafka-brokers, librdkafka runs its own and
+ * hands its events to the loop). SIGTERM/SIGINT: stop accepting, stop
+ * starting participant calls, drain the log so every acknowledged record
+ * is durable and every reply waiting on it is sent, then exit 0. Unfinished
+ * transactions continue at the next start.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -25,12 +27,22 @@
 #include "store/wal.h"
 #include "transport/amqp.h"
 #include "transport/http_client.h"
+#include "transport/kafka.h"
 #include "transport/pg_resource.h"
 #include "transport/transport.h"
 
 #define DTX_VERSION "0.1.0"
 
 extern char **environ;
+
+/* --kafka-option KEY=VALUE (repeated) and DTX_KAFKA_OPTION_<KEY>: librdkafka
+ * properties, in the order given (a later one wins). */
+#define KAFKA_OPTIONS_MAX 64
+struct kafka_options {
+    struct kafka_option kv[KAFKA_OPTIONS_MAX];
+    char *owned[KAFKA_OPTIONS_MAX]; /* "key\0value" */
+    size_t n;
+};
 
 struct options {
     const char *listen;
@@ -50,6 +62,8 @@ struct options {
     uint64_t resource_connections;
     uint64_t resource_scan_ms;
     uint64_t orphan_grace_ms;
+    const char *kafka_brokers;
+    struct kafka_options kafka_opts;
     const char *amqp_url;
     const char *amqp_reply_queue;
     const char *amqp_cacert;
@@ -58,7 +72,7 @@ struct options {
 };
 
 /* One table drives --help, getopt and the DTX_* environment variables. */
-enum opt_kind { OPT_STR, OPT_U64 };
+enum opt_kind { OPT_STR, OPT_U64, OPT_KAFKA };
 struct opt_def {
     const char *name;
     const char *env;
@@ -121,6 +135,13 @@ static const struct opt_def opt_defs[] = {
      "amqps: client certificate (PEM), with --amqp-key"},
     {"amqp-key", "DTX_AMQP_KEY", OPT_STR, OFF(amqp_key), 0, 0,
      "amqps: the client certificate's private key (PEM)"},
+    {"kafka-brokers", "DTX_KAFKA_BROKERS", OPT_STR, OFF(kafka_brokers), 0, 0,
+     "Kafka bootstrap servers for kafka:// branch targets, HOST:PORT[,HOST:PORT...] (default: "
+     "none, kafka:// targets are refused)"},
+    {"kafka-option", "DTX_KAFKA_OPTION_<KEY>", OPT_KAFKA, OFF(kafka_opts), 0, 0,
+     "KEY=VALUE, a librdkafka property (security.protocol, sasl.mechanism, ...), repeatable; "
+     "secrets such as sasl.password belong in the environment: DTX_KAFKA_OPTION_SASL_PASSWORD "
+     "(KEY upper-cased, '.' as '_')"},
 };
 #define NOPTS (sizeof opt_defs / sizeof opt_defs[0])
 
@@ -140,6 +161,25 @@ static void usage(FILE *f)
 static int set_opt(struct options *o, const struct opt_def *d, const char *val, const char *from)
 {
     char *base = (char *)o + d->offset;
+    if (d->kind == OPT_KAFKA) {
+        struct kafka_options *k = (struct kafka_options *)base;
+        const char *eq = strchr(val, '=');
+        if (eq == NULL || eq == val) {
+            fprintf(stderr, "dtxd: %s: --%s must be KEY=VALUE\n", from, d->name);
+            return -1;
+        }
+        if (k->n == KAFKA_OPTIONS_MAX) {
+            fprintf(stderr, "dtxd: %s: at most %d --%s\n", from, KAFKA_OPTIONS_MAX, d->name);
+            return -1;
+        }
+        char *kv = xstrdup(val);
+        kv[eq - val] = '\0';
+        k->owned[k->n] = kv;
+        k->kv[k->n].key = kv;
+        k->kv[k->n].value = kv + (eq - val) + 1;
+        k->n++;
+        return 0;
+    }
     if (d->kind == OPT_STR) {
         if (val[0] == '\0') {
             fprintf(stderr, "dtxd: %s: --%s must not be empty\n", from, d->name);
@@ -156,6 +196,28 @@ static int set_opt(struct options *o, const struct opt_def *d, const char *val, 
         return -1;
     }
     *(uint64_t *)base = v;
+    return 0;
+}
+
+/* DTX_KAFKA_OPTION_SASL_PASSWORD=x is --kafka-option sasl.password=x
+ * (librdkafka's property names have no '_'). */
+static int env_kafka_options(struct options *o)
+{
+    static const char prefix[] = "DTX_KAFKA_OPTION_";
+    const struct opt_def *d = NULL;
+    for (size_t i = 0; i < NOPTS; i++)
+        if (opt_defs[i].kind == OPT_KAFKA)
+            d = &opt_defs[i];
+    for (char **e = environ; *e != NULL; e++) {
+        if (strncmp(*e, prefix, sizeof prefix - 1) != 0)
+            continue;
+        char kv[4096];
+        snprintf(kv, sizeof kv, "%s", *e + sizeof prefix - 1);
+        for (char *c = kv; *c != '\0' && *c != '='; c++)
+            *c = *c == '_' ? '.' : (char)tolower((unsigned char)*c);
+        if (set_opt(o, d, kv, prefix) != 0)
+            return -1;
+    }
     return 0;
 }
 
@@ -185,6 +247,8 @@ static int parse_options(int argc, char **argv, struct options *o)
         if (v != NULL && set_opt(o, &opt_defs[i], v, opt_defs[i].env) != 0)
             return -1;
     }
+    if (env_kafka_options(o) != 0)
+        return -1;
     struct option longopts[NOPTS + 3];
     for (size_t i = 0; i < NOPTS; i++)
         longopts[i] = (struct option){opt_defs[i].name, required_argument, NULL, (int)i + 1};
@@ -256,11 +320,13 @@ static int split_listen(const char *s, char *host, size_t hostlen, unsigned shor
 /* req_limits.url_refused: a URL is acceptable when a transport serves its
  * scheme for that operation. resource:// is named through a branch's
  * "resource" field, not as a URL; amqp:// must name an exchange and routing
- * key (it serves every operation). */
+ * key (it serves every operation); kafka:// must name a topic and serves
+ * msg steps only (a produce has no reply to carry a participant's answer). */
 static const char *router_refuses(void *arg, const char *url, enum txn_type type, const char *op)
 {
     static const char res[] = PG_RESOURCE_SCHEME "://", amqp[] = AMQP_SCHEME "://";
     static const char no_transport[] = "has a scheme that no transport serves";
+    static const char kafka[] = KAFKA_SCHEME "://";
     (void)type;
     (void)op;
     if (strncmp(url, res, sizeof res - 1) == 0 || !transport_router_knows(arg, url))
@@ -269,6 +335,13 @@ static const char *router_refuses(void *arg, const char *url, enum txn_type type
         struct amqp_target target;
         if (amqp_target_parse(url, &target) != 0)
             return "is not amqp://<exchange>/<routing-key>";
+    }
+    if (strncmp(url, kafka, sizeof kafka - 1) == 0) {
+        struct kafka_target target;
+        if (kafka_target_parse(url, &target) != 0)
+            return "is not kafka://<topic> (a topic name is 1-249 of A-Z a-z 0-9 . _ -)";
+        if (type != TXN_MSG || strcmp(op, "action") != 0)
+            return "is a kafka:// target: they serve msg steps only";
     }
     return NULL;
 }
@@ -508,6 +581,24 @@ int main(int argc, char **argv)
             return 1;
         }
         transport_router_add(&d.router, AMQP_SCHEME, amqp);
+    }
+
+    if (o.kafka_brokers != NULL) {
+        struct kafka_config kc = {.brokers = o.kafka_brokers,
+                                  .options = o.kafka_opts.kv,
+                                  .noptions = o.kafka_opts.n,
+                                  .message_timeout_ms = (uint32_t)o.request_timeout_ms};
+        struct transport *kafka = kafka_transport_new(d.loop, &kc, perr, sizeof perr);
+        for (size_t i = 0; i < o.kafka_opts.n; i++)
+            free(o.kafka_opts.owned[i]); /* copied, or refused */
+        if (kafka == NULL) {
+            slog_fatal("bad kafka configuration", "detail=\"%s\"", perr);
+            return 1;
+        }
+        transport_router_add(&d.router, KAFKA_SCHEME, kafka);
+    } else if (o.kafka_opts.n > 0) {
+        slog_fatal("--kafka-option without --kafka-brokers", "%s", "");
+        return 1;
     }
 
     struct engine_config ec = {.retention_ms = o.retention_s * 1000,

@@ -3,8 +3,8 @@
  *
  * The engine builds a call (target URL, operation, headers' values, payload)
  * and gets back one of four outcomes, the DESIGN §2 vocabulary. Each
- * transport maps its own wire answers to these outcomes (HTTP status codes
- * today; AMQP reply headers and Kafka delivery reports later), so the engine
+ * transport maps its own wire answers to these outcomes (HTTP status codes,
+ * AMQP confirms and reply headers, Kafka delivery reports), so the engine
  * never sees a status code or a broker. A router picks the transport from the
  * URL scheme.
  */
@@ -56,7 +56,7 @@ struct transport_ops {
 
 struct transport {
     const struct transport_ops *ops;
-    const char *scheme; /* "http", "https", later "amqp", "kafka" */
+    const char *scheme; /* "http", "https", "amqp", "kafka", "resource" */
 };
 
 /* The router: a small table of transports by URL scheme. */
