@@ -29,7 +29,7 @@ EXTRA_ALL :=
 EXTRA_UNIT_BIN :=
 -include mk/*.mk
 
-.PHONY: all dtxd unit test test-unit test-integration bench format format-check clean asan
+.PHONY: all dtxd unit test test-unit test-integration bench format format-check clean asan tsan
 
 all: format-check $(B)/dtxd $(UNIT_BIN) $(BENCH_BIN) $(EXTRA_ALL)
 
@@ -82,6 +82,22 @@ asan:
 		echo "== $$t"; $$t; done
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		$(call INTEGRATION_ENV,build-asan) /usr/bin/python3 -m pytest -q tests/integration
+
+# ThreadSanitizer over the parts that run threads of their own, in
+# build-tsan/: the log writer (test_wal, and through dtxd every integration
+# test listed) and the RabbitMQ connection thread (test_amqp*.py). A race
+# stops the process (halt_on_error), which fails its test.
+TSAN_FLAGS := -O1 -g -fsanitize=thread
+TSAN_UNIT := $(B)/tests/test_wal $(B)/tests/test_amqp
+TSAN_INTEGRATION := tests/integration/test_saga.py tests/integration/test_recovery.py \
+	tests/integration/test_amqp.py tests/integration/test_amqp_commands.py
+tsan:
+	$(MAKE) B=build-tsan CFLAGS="$(TSAN_FLAGS)" LDFLAGS="-fsanitize=thread" \
+		build-tsan/dtxd $(TSAN_UNIT:$(B)/%=build-tsan/%)
+	@set -e; for t in $(TSAN_UNIT:$(B)/%=build-tsan/%); do \
+		echo "== $$t"; TSAN_OPTIONS=halt_on_error=1 $$t; done
+	TSAN_OPTIONS=halt_on_error=1 DTXD=$(CURDIR)/build-tsan/dtxd \
+		/usr/bin/python3 -m pytest -q -p no:cacheprovider $(TSAN_INTEGRATION)
 
 format:
 	clang-format -i $(FMT_SRC)

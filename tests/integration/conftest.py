@@ -69,8 +69,14 @@ def dtxd_factory(request, tmp_path, dtxd_bin):
         return d
 
     yield make
+    reports = []
     for d in instances:
         d.cleanup()
+        rep = d.sanitizer_report()
+        if rep is not None:
+            reports.append(f"{d.log_path}:\n{rep}")
+    if reports:
+        pytest.fail("a sanitizer reported in dtxd's log:\n" + "\n\n".join(reports), pytrace=False)
 
 
 @pytest.fixture
