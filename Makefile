@@ -3,7 +3,7 @@
 # tests and the benchmark tools; `make test` runs unit and integration tests.
 
 CC      ?= cc
-PKGS    := libuv libmicrohttpd libcurl jansson zlib libpq librabbitmq rdkafka
+PKGS    := libuv libmicrohttpd libcurl jansson zlib libpq librabbitmq libssl rdkafka
 # CFLAGS/LDFLAGS are the caller's (optimisation, sanitizers: see `make asan`);
 # the flags the project needs are kept apart so overriding CFLAGS keeps them.
 CFLAGS  ?= -O2 -g

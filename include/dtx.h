@@ -612,6 +612,122 @@ enum dtx_try_result {
 int dtx_tcc_try(struct dtx_client *c, const char *try_url, const char *gid, const char *branch,
                 const char *payload, enum dtx_try_result *result);
 
+/* ---- AMQP participant loop ---------------------------------------------- */
+
+/*
+ * A participant service that takes its commands from RabbitMQ (docs/API.md,
+ * "amqp:// targets"): the loop consumes one durable queue, runs the handler
+ * for each command inside the barrier, replies on the command's reply_to,
+ * and only then acknowledges the command. Build with librabbitmq and libssl
+ * (in libdtx.pc).
+ *
+ * For each message:
+ *   - malformed (no or empty Dtx-Gid / Dtx-Branch / Dtx-Op header, one
+ *     that is not a string or longer than 255 bytes, an unknown Dtx-Op, a
+ *     message_id that is not gid/branch/op, or a command without reply_to):
+ *     a copy (properties, headers, body) is published to the dead-letter
+ *     queue with header x-dtx-reason, then the message is acknowledged. The
+ *     handler does not run. A missing Dtx-Type is "" (a command).
+ *   - with a barrier (pg or sqlite set): BEGIN (SQLite: BEGIN IMMEDIATE;
+ *     PostgreSQL: the session's isolation, READ COMMITTED advised);
+ *     dtx_barrier_*(gid, branch, op); APPLY runs the handler in that
+ *     transaction and COMMITs on SUCCESS, rolls back otherwise; DUPLICATE
+ *     and NULL_UNDO commit and reply SUCCESS without the handler; LATE
+ *     replies FAILURE ("its compensation came first") without it. A
+ *     database error rolls back and counts as DTX_AMQP_RETRY. A broken
+ *     PostgreSQL connection is PQreset() before the next message.
+ *   - Dtx-Op check (a msg's check) runs the handler outside any transaction
+ *     and barrier: it calls dtx_msg_check_*, which opens its own.
+ *   - the reply (commands only: everything but a msg delivery, Dtx-Type msg
+ *     with Dtx-Op action) goes to the default exchange with routing key
+ *     reply_to, persistent, and carries the correlation_id and Dtx-Result
+ *     SUCCESS / FAILURE / ONGOING (and Dtx-Gid, Dtx-Branch, Dtx-Op), body =
+ *     the handler's reason.
+ *   - DTX_AMQP_RETRY (a transient error): a command is acknowledged without
+ *     a reply (dtxd asks again after its request timeout); a delivery is,
+ *     after a pause (100 ms doubling per attempt, up to 5 s; the loop waits
+ *     meanwhile), published again to the queue (default exchange) with
+ *     header x-dtx-attempts + 1 and acknowledged, and dead-lettered (reason
+ *     "gave up after N attempts") once the handler has run max_attempts
+ *     times. Never a redelivery loop. A delivery's ONGOING counts as RETRY;
+ *     its FAILURE is dead-lettered (reason "refused: <the reason>").
+ *   - every publish (reply, dead letter, retry) waits for the broker's
+ *     publisher confirm before the message is acknowledged.
+ *
+ * The loop declares the queue at connect, but dtxd publishes with
+ * `mandatory`: declare it (or start the loop) before the first command. A
+ * queue that exists with other arguments (quorum, TTL, ...) is used as it
+ * is. The connection is named "dtx-participant <queue>" (client property
+ * connection_name) for the broker's management UI.
+ *
+ * The loop reconnects with backoff (100 ms doubling to 5 s) when the broker
+ * is unreachable or closes the connection, or the queue is deleted;
+ * unacknowledged commands are redelivered by the broker then, and the
+ * barrier makes that harmless. Heartbeats (30 s) are kept only while the
+ * loop waits: a handler that runs longer than about a minute loses the
+ * connection, and its message comes again. The loop reports no errors: a
+ * wrong password or an unreachable broker just keeps it retrying.
+ */
+enum dtx_amqp_result {
+    DTX_AMQP_SUCCESS = 0, /* done: commit, reply SUCCESS */
+    DTX_AMQP_FAILURE,     /* refused (business rule): roll back, reply FAILURE */
+    DTX_AMQP_ONGOING,     /* still running: roll back, reply ONGOING */
+    DTX_AMQP_RETRY,       /* transient error: roll back, no reply (see above) */
+};
+
+/* One command, valid during the handler call. */
+struct dtx_amqp_msg {
+    const char *gid, *branch, *op, *type; /* the Dtx-* headers */
+    const char *message_id;               /* gid/branch/op */
+    const char *routing_key;              /* the routing key it was published with */
+    const char *body;                     /* payload bytes (NUL-terminated copy) */
+    size_t body_len;
+    int redelivered; /* the broker's redelivered flag */
+};
+
+/*
+ * The handler. With a barrier it runs inside the open local transaction
+ * (use the same connection, do not COMMIT or ROLLBACK). reason (cap bytes)
+ * may receive a short text for the reply's body ("" by default).
+ */
+typedef enum dtx_amqp_result (*dtx_amqp_handler)(void *arg, const struct dtx_amqp_msg *m,
+                                                 char *reason, size_t cap);
+
+struct dtx_amqp_opts {
+    const char *broker_url;  /* amqp://user:pass@host:port/vhost or amqps://...; required */
+    const char *queue;       /* the queue to consume (declared durable if missing); required */
+    const char *dead_letter; /* dead-letter queue (declared durable); NULL: "<queue>.dead" */
+    const char *cacert;      /* amqps: CA file to verify the broker with; NULL: system default */
+    int prefetch;            /* basic.qos, 0-65535; 0: 16 */
+    int max_attempts;        /* deliveries: handler runs before dead-lettering; 0: 10 */
+    PGconn *pg;              /* barrier on PostgreSQL (dtx_barrier_pg_init done), or NULL */
+    sqlite3 *sqlite;         /* barrier on SQLite, or NULL; at most one of the two */
+};
+
+struct dtx_amqp_participant;
+
+/* Check the options and make the loop (no I/O yet). The strings are copied.
+ * Errors: DTX_EINVAL (a required field missing, both barriers, a bad URL -
+ * one with an empty vhost too -, a queue name over 255 bytes, dead_letter
+ * equal to queue, prefetch or max_attempts out of range), DTX_ENOMEM. */
+int dtx_amqp_participant_new(const struct dtx_amqp_opts *o, dtx_amqp_handler h, void *arg,
+                             struct dtx_amqp_participant **out);
+
+/* Consume until dtx_amqp_participant_stop(); returns 0 then (DTX_EINVAL for
+ * a NULL p). The calling thread runs the handler. After it returned, run()
+ * may be called again. */
+int dtx_amqp_participant_run(struct dtx_amqp_participant *p);
+
+/* Make run() return after the message in hand (if any) is finished, within
+ * about 200 ms (longer while a connection attempt, the handler or a
+ * publisher confirm is under way: each is bounded, by 5 s for the broker).
+ * A stop() before run() makes it return at once. Safe from another thread
+ * and from a signal handler (one lock-free atomic store). */
+void dtx_amqp_participant_stop(struct dtx_amqp_participant *p);
+
+/* Free a loop that is not running. */
+void dtx_amqp_participant_free(struct dtx_amqp_participant *p);
+
 #ifdef __cplusplus
 }
 #endif

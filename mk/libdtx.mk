@@ -3,7 +3,7 @@
 
 LIBDTX_VERSION := 0.1.0
 LIBDTX_SOVERSION := 0
-LIBDTX_PKGS := libcurl jansson libpq sqlite3
+LIBDTX_PKGS := libcurl jansson libpq sqlite3 librabbitmq libssl
 LIBDTX_CFLAGS := -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -MMD -MP -Iinclude -fPIC \
                  $(shell pkg-config --cflags $(LIBDTX_PKGS))
 LIBDTX_LIBS := $(shell pkg-config --libs $(LIBDTX_PKGS))

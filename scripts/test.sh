@@ -17,7 +17,7 @@ PACKAGES=(
     libuv1-dev libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev zlib1g-dev
     libcmocka-dev python3-pytest curl
     postgresql libpq-dev libsqlite3-dev sqlite3
-    rabbitmq-server librabbitmq-dev python3-pika openssl
+    rabbitmq-server librabbitmq-dev python3-pika openssl socat
     librdkafka-dev kcat
 )
 missing=()

@@ -41,6 +41,7 @@
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 #include <errno.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -487,9 +488,18 @@ static amqp_socket_t *new_socket(struct amqp_tp *t, char *why, size_t n)
     }
     amqp_ssl_socket_set_verify_peer(sock, 1);
     amqp_ssl_socket_set_verify_hostname(sock, 1);
-    if (t->cacert != NULL && amqp_ssl_socket_set_cacert(sock, t->cacert) != AMQP_STATUS_OK) {
-        snprintf(why, n, "cannot read the CA file %s", t->cacert);
-        return NULL;
+    if (t->cacert != NULL) {
+        if (amqp_ssl_socket_set_cacert(sock, t->cacert) != AMQP_STATUS_OK) {
+            snprintf(why, n, "cannot read the CA file %s", t->cacert);
+            return NULL;
+        }
+    } else {
+        /* rabbitmq-c loads no CA at all by default: use the system's */
+        SSL_CTX *ctx = amqp_ssl_socket_get_context(sock);
+        if (ctx == NULL || SSL_CTX_set_default_verify_paths(ctx) != 1) {
+            snprintf(why, n, "cannot load the system's CA certificates");
+            return NULL;
+        }
     }
     if (t->cert != NULL && amqp_ssl_socket_set_key(sock, t->cert, t->key) != AMQP_STATUS_OK) {
         snprintf(why, n, "cannot read the client certificate %s or its key", t->cert);

@@ -428,3 +428,18 @@ def test_tls_refuses_an_unknown_certificate(broker, tls_broker, dtxd_factory, tm
     assert "certificate" in d.log_text() or "SSL" in d.log_text() or "TLS" in d.log_text()
     assert "guest:guest" not in d.log_text()
     assert mq.take(name) == []
+
+
+def test_tls_without_cacert_uses_the_system_store(broker, tls_broker, dtxd_factory,
+                                                  amqp_participants):
+    """With no --amqp-cacert the system's CA store verifies the broker
+    (OpenSSL's default paths; SSL_CERT_FILE points them at the test CA here,
+    as an operator's /etc/ssl/certs would hold a real one)."""
+    url, cacert = tls_broker
+    name = uid("tlssys")
+    p = amqp_participants(name)
+    d = dtxd_factory(env={"DTX_AMQP_URL": url, "SSL_CERT_FILE": cacert})
+    body = saga_body(name, n=1)
+    assert d.create(body).status == 201
+    assert d.wait_final(body["gid"])["status"] == "succeeded"
+    assert len(p.calls) == 1
