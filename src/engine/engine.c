@@ -19,6 +19,7 @@
 
 #include "common/alloc.h"
 #include "common/clock.h"
+#include "common/crash.h"
 #include "common/err.h"
 #include "common/hmap.h"
 #include "common/rnd.h"
@@ -889,12 +890,14 @@ int engine_recover(struct engine *e)
         if (t == NULL || txn_state_is_final(t->state))
             continue;
         live++;
+        CRASH_POINT("recovery.before_resume");
         arm_timeout(e, t);
         if (modes[t->type]->recovered)
             modes[t->type]->recovered(e, t);
         else
             modes[t->type]->advance(e, t);
     }
+    CRASH_POINT("recovery.after_resume");
     slog_info("recovered", "transactions=%zu unfinished=%zu", e->by_gid.len, live);
     expire_finished(e); /* finished before the restart and past retention */
     return 0;

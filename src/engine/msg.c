@@ -14,6 +14,7 @@
  * timer doubles as the check's retry timer. An abort before submit fails the
  * transaction at once.
  */
+#include "common/crash.h"
 #include "common/rnd.h"
 #include "common/slog.h"
 #include "engine/backoff.h"
@@ -34,6 +35,7 @@ static void on_deliver(struct engine *e, struct branch *b, const struct call_res
 static void send_deliver(struct engine *e, struct branch *b)
 {
     b->action_attempts++;
+    CRASH_POINT("msg.before_deliver");
     engine_call(e, b, "action", b->action, on_deliver);
 }
 
@@ -76,6 +78,7 @@ static void msg_advance(struct engine *e, struct txn *t)
 static void on_deliver(struct engine *e, struct branch *b, const struct call_result *res)
 {
     struct txn *t = b->txn;
+    CRASH_POINT("msg.after_deliver");
     if (res->outcome != CALL_SUCCESS) {
         drive_must_retry(e, b, res, after_log);
         return;
@@ -101,6 +104,7 @@ static void msg_abort(struct engine *e, struct txn *t, const char *why)
 
 static void on_check(struct engine *e, struct txn *t, const struct call_result *res)
 {
+    CRASH_POINT("msg.after_check");
     if (t->state != TXN_PREPARED)
         return; /* submitted or aborted while the check was out */
     char err[256];

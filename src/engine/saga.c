@@ -23,6 +23,7 @@
 #include <stdlib.h>
 
 #include "common/alloc.h"
+#include "common/crash.h"
 #include "common/slog.h"
 #include "engine/engine_int.h"
 
@@ -51,12 +52,14 @@ static void on_compensate(struct engine *e, struct branch *b, const struct call_
 static void send_action(struct engine *e, struct branch *b)
 {
     b->action_attempts++;
+    CRASH_POINT("saga.before_action");
     engine_call(e, b, "action", b->action, on_action);
 }
 
 static void send_compensate(struct engine *e, struct branch *b)
 {
     b->compensate_attempts++;
+    CRASH_POINT("saga.before_compensate");
     engine_call(e, b, "compensate", b->compensate, on_compensate);
 }
 
@@ -171,6 +174,7 @@ static void saga_advance(struct engine *e, struct txn *t)
 static void on_action(struct engine *e, struct branch *b, const struct call_result *res)
 {
     struct txn *t = b->txn;
+    CRASH_POINT("saga.after_action");
     if (t->state != TXN_SUBMITTED) {
         /* aborted while the action was out (timeout): whatever it answered,
          * the step started, so it is compensated now */
@@ -194,6 +198,7 @@ static void on_action(struct engine *e, struct branch *b, const struct call_resu
 static void on_compensate(struct engine *e, struct branch *b, const struct call_result *res)
 {
     struct txn *t = b->txn;
+    CRASH_POINT("saga.after_compensate");
     int64_t now = engine_now_wall();
     switch (res->outcome) {
     case CALL_SUCCESS:

@@ -12,6 +12,7 @@
  * submit or abort (engine.c / tcc_abort), each branch's confirm or cancel
  * success (the last carries the final state).
  */
+#include "common/crash.h"
 #include "common/slog.h"
 #include "engine/engine_int.h"
 
@@ -31,12 +32,14 @@ static void on_cancel(struct engine *e, struct branch *b, const struct call_resu
 static void send_confirm(struct engine *e, struct branch *b)
 {
     b->action_attempts++;
+    CRASH_POINT("tcc.before_confirm");
     engine_call(e, b, "confirm", b->action, on_confirm);
 }
 
 static void send_cancel(struct engine *e, struct branch *b)
 {
     b->compensate_attempts++;
+    CRASH_POINT("tcc.before_cancel");
     engine_call(e, b, "cancel", b->compensate, on_cancel);
 }
 
@@ -87,6 +90,7 @@ static void tcc_advance(struct engine *e, struct txn *t)
 static void on_confirm(struct engine *e, struct branch *b, const struct call_result *res)
 {
     struct txn *t = b->txn;
+    CRASH_POINT("tcc.after_confirm");
     if (res->outcome != CALL_SUCCESS) {
         drive_must_retry(e, b, res, after_log);
         return;
@@ -102,6 +106,7 @@ static void on_confirm(struct engine *e, struct branch *b, const struct call_res
 static void on_cancel(struct engine *e, struct branch *b, const struct call_result *res)
 {
     struct txn *t = b->txn;
+    CRASH_POINT("tcc.after_cancel");
     if (res->outcome != CALL_SUCCESS) {
         drive_must_retry(e, b, res, after_log);
         return;

@@ -21,6 +21,7 @@
  * has no logged decision, so it is rolled back; one found "committing" goes
  * on committing.
  */
+#include "common/crash.h"
 #include "common/slog.h"
 #include "engine/engine_int.h"
 
@@ -28,6 +29,8 @@ static void xa_advance(struct engine *e, struct txn *t);
 
 static void after_log(struct engine *e, struct txn *t)
 {
+    if (t->state == TXN_COMMITTING)
+        CRASH_POINT("2pc.after_decision");
     if (txn_state_is_final(t->state))
         engine_finished(e, t);
     else
@@ -41,18 +44,21 @@ static void on_rollback(struct engine *e, struct branch *b, const struct call_re
 static void send_prepare(struct engine *e, struct branch *b)
 {
     b->prepare_attempts++;
+    CRASH_POINT("2pc.before_prepare");
     engine_call(e, b, "prepare", b->prepare, on_prepare);
 }
 
 static void send_commit(struct engine *e, struct branch *b)
 {
     b->action_attempts++;
+    CRASH_POINT("2pc.before_commit");
     engine_call(e, b, "commit", b->action, on_commit);
 }
 
 static void send_rollback(struct engine *e, struct branch *b)
 {
     b->compensate_attempts++;
+    CRASH_POINT("2pc.before_rollback");
     engine_call(e, b, "rollback", b->compensate, on_rollback);
 }
 
@@ -69,6 +75,7 @@ static void decide_commit(struct engine *e, struct txn *t)
 {
     if (txn_set_state(t, TXN_COMMITTING, engine_now_wall(), "every branch prepared") != 0)
         return;
+    CRASH_POINT("2pc.before_decision");
     engine_log_txn(e, t, after_log);
 }
 
@@ -145,6 +152,7 @@ static void on_prepare(struct engine *e, struct branch *b, const struct call_res
     switch (res->outcome) {
     case CALL_SUCCESS:
         branch_set_state(b, BR_PREPARED, now, "voted yes");
+        CRASH_POINT("2pc.after_prepare");
         if (drive_count(t, BR_PREPARED) == t->nbranches)
             decide_commit(e, t);
         return;
@@ -161,6 +169,7 @@ static void on_prepare(struct engine *e, struct branch *b, const struct call_res
 static void on_commit(struct engine *e, struct branch *b, const struct call_result *res)
 {
     struct txn *t = b->txn;
+    CRASH_POINT("2pc.after_commit");
     if (res->outcome != CALL_SUCCESS) {
         drive_must_retry(e, b, res, after_log);
         return;
@@ -176,6 +185,7 @@ static void on_commit(struct engine *e, struct branch *b, const struct call_resu
 static void on_rollback(struct engine *e, struct branch *b, const struct call_result *res)
 {
     struct txn *t = b->txn;
+    CRASH_POINT("2pc.after_rollback");
     if (res->outcome != CALL_SUCCESS) {
         drive_must_retry(e, b, res, after_log);
         return;

@@ -134,6 +134,7 @@
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/codec.h"
+#include "common/crash.h"
 #include "common/err.h"
 #include "common/rnd.h"
 #include "common/slog.h"
@@ -566,10 +567,12 @@ static int segment_create(struct wal *w, uint64_t id, uint64_t first_seq, int *f
         rc = ioerr_set(e, "fsync", tmp, errno);
         goto fail;
     }
+    CRASH_POINT("log.segment_before_rename");
     if (wal_sys.rename(tmp, path) != 0) {
         rc = ioerr_set(e, "rename", tmp, errno);
         goto fail;
     }
+    CRASH_POINT("log.segment_after_rename");
     rc = sync_dir(w, e);
     if (rc != 0)
         goto fail;
@@ -735,6 +738,7 @@ static int cut_tail(struct wal *w, const char *path, uint64_t end, uint64_t size
     }
     slog_warn("cut torn tail of log", "file=%s offset=%" PRIu64 " bytes=%" PRIu64, path, end,
               size - end);
+    CRASH_POINT("recovery.after_cut_tail");
     r->cut_fd = fd;
     return 0;
 fail:
@@ -922,10 +926,12 @@ static int wal_recover(struct store *s, store_replay_fn fn, void *arg)
             goto fail;
         }
     }
+    CRASH_POINT("recovery.after_list");
     for (size_t i = base; i < n; i++) {
         rc = replay_segment(w, ids[i], i + 1 == n, &r);
         if (rc != 0)
             goto fail;
+        CRASH_POINT("recovery.after_segment");
     }
     rc = start_writing(w, n - base, &r);
     if (rc != 0)
@@ -978,10 +984,13 @@ static void write_group(struct wal *w, char *data, size_t len, const struct wal_
         seg_path(w, w->aid, "", path);
         die_sys("pwrite", path, -rc);
     }
+    CRASH_POINT("log.after_append");
+    CRASH_POINT("log.before_fsync");
     if (wal_sys.fdatasync(w->afd) != 0) {
         seg_path(w, w->aid, "", path);
         die_sys("fdatasync", path, errno);
     }
+    CRASH_POINT("log.after_fsync");
     w->asize += len;
     w->next_seq += n;
     publish(w, cbs, n);
@@ -1058,6 +1067,7 @@ static void writer_main(void *arg)
             write_group(w, data, cut_off, cbs, cut_nrec);
             uint64_t id = w->aid;
             uint64_t covered = rotate(w);
+            CRASH_POINT("log.compact_cut");
             start_compaction(w, id, covered);
             data += cut_off;
             len -= cut_off;
@@ -1143,13 +1153,16 @@ static int snapshot_write(struct wal *w)
     }
     wal_sys.close(fd);
     fd = -1;
+    CRASH_POINT("log.snapshot_before_rename");
     if (wal_sys.rename(tmp, path) != 0) {
         rc = ioerr_set(&e, "rename", tmp, errno);
         goto fail;
     }
+    CRASH_POINT("log.snapshot_after_rename");
     free(chunk);
     if (sync_dir(w, &e) != 0 || unlink_below(w, sn->id, &e) != 0)
         die(&e);
+    CRASH_POINT("log.snapshot_after_unlink");
     slog_info("log compacted", "dir=%s snapshot=%016" PRIx64 " records=%zu bytes=%" PRIu64, w->dir,
               sn->id, sn->n, pos);
     return 0;
@@ -1263,6 +1276,7 @@ static int wal_append(struct store *s, const void *rec, size_t len, store_done_f
         return w->state == WAL_OPENED ? DTX_ESTATE : DTX_ECLOSED;
     if (len > WAL_MAX_RECORD)
         return DTX_ETOOBIG;
+    CRASH_POINT("log.before_append");
     unsigned char h[WAL_REC_HDR] = {0};
     struct wal_cb e = {cb, arg};
     put_le32(h, (uint32_t)len);

@@ -53,6 +53,7 @@
 
 #include "common/alloc.h"
 #include "common/clock.h"
+#include "common/crash.h"
 #include "common/err.h"
 #include "common/rnd.h"
 #include "common/slog.h"
@@ -594,6 +595,7 @@ static int publish(struct amqp_tp *t, struct pub *p)
     }
     p->tag = ++t->next_tag;
     fl_push(&t->unconfirmed, p);
+    CRASH_POINT("amqp.before_confirm");
     if (p->command)
         hash_put(t, p);
     if (p->deadline_ms < t->next_deadline)
@@ -604,6 +606,8 @@ static int publish(struct amqp_tp *t, struct pub *p)
 /* The broker confirmed (ack) or refused (nack) tag, or every tag up to it. */
 static void confirm(struct amqp_tp *t, uint64_t tag, int multiple, int ack)
 {
+    if (ack)
+        CRASH_POINT("amqp.after_confirm");
     struct list settled = {0};
     struct pub *p = t->unconfirmed.head;
     /* unconfirmed is in tag order: what the confirm covers is at the front */

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/crash.h"
 #include "common/err.h"
 #include "common/slog.h"
 
@@ -383,6 +384,9 @@ static void conn_next(struct conn *c)
 /* Send cmd on c (open, idle). */
 static void conn_send(struct conn *c, struct cmd *cmd)
 {
+    if (cmd->gone_is_success)
+        CRASH_POINT(cmd->sql[0] == 'C' ? "pg.before_commit_prepared"
+                                       : "pg.before_rollback_prepared");
     c->cur = cmd;
     const char *const *params = (const char *const *)&cmd->param;
     int ok;
@@ -415,6 +419,8 @@ static void conn_finish_cmd(struct conn *c, PGresult *res)
     c->cur = NULL;
     timer_stop(c);
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (cmd->gone_is_success)
+        CRASH_POINT(cmd->sql[0] == 'C' ? "pg.after_commit_prepared" : "pg.after_rollback_prepared");
     enum cmd_kind cmd_kind = cmd->kind; /* cmd is freed by cmd_done */
     int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
     char why[320];
