@@ -886,6 +886,11 @@ static int start_writing(struct wal *w, size_t nseg, struct replay *r)
         w->asalt = r->last_salt;
         w->sealed -= r->last_end;
     } else {
+        /* a torn tail cut off a segment that is full now: it is not written again */
+        if (r->cut_fd >= 0) {
+            wal_sys.close(r->cut_fd);
+            r->cut_fd = -1;
+        }
         w->aid = nseg > 0 ? r->last_id + 1 : 1;
         rc = segment_create(w, w->aid, w->next_seq, &w->afd, &w->asalt, &e);
         if (rc != 0)
