@@ -3,8 +3,10 @@
 # machine (as root): install what the build and the tests need (only what is
 # missing), build with the format check, run the unit tests, then the
 # integration tests against the real dtxd, then both again against a build
-# with AddressSanitizer and UndefinedBehaviorSanitizer. Exits non-zero if
-# anything fails.
+# with AddressSanitizer and UndefinedBehaviorSanitizer; the crash-point sweep,
+# the threaded parts under ThreadSanitizer, and the libFuzzer targets briefly
+# (make fuzz-smoke; clang and libclang-rt-dev, its libFuzzer runtime). Exits
+# non-zero if anything fails.
 # Works from any directory.
 set -euo pipefail
 
@@ -13,7 +15,7 @@ cd "$ROOT"
 
 # ---- packages ---------------------------------------------------------------
 PACKAGES=(
-    build-essential pkg-config clang-format
+    build-essential pkg-config clang-format clang libclang-rt-dev
     libuv1-dev libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev zlib1g-dev
     libcmocka-dev python3-pytest curl
     postgresql libpq-dev libsqlite3-dev sqlite3
@@ -112,8 +114,17 @@ echo "== integration tests"
 # Debian's python3 (with python3-pytest), not whatever python3 is first on PATH.
 DTXD="$ROOT/build/dtxd" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration || status=1
 
+echo "== crash points: every point at hits 1-3, restart, check (tests/integration/test_crash_points.py)"
+make test-crash-sweep || status=1
+
 echo "== unit and integration tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 make asan || status=1
+
+echo "== the threaded parts under ThreadSanitizer"
+make tsan || status=1
+
+echo "== fuzz targets: seed corpora and a short run each (tests/fuzz, docs/RELIABILITY.md)"
+make fuzz-smoke || status=1
 
 if ((status)); then
     echo "== FAILED" >&2

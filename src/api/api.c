@@ -82,24 +82,70 @@ static void respond_error(struct http_req *r, int status, const char *code, cons
  * jansson objects: this is on every create reply, and the stored payloads are
  * already compact JSON (request.c wrote them), so they are copied as they are.
  */
+/* The length of the valid UTF-8 sequence at s (1-4), or 0 when the bytes
+ * there are not one (overlong, a surrogate, beyond U+10FFFF, cut short). */
+static int utf8_len(const unsigned char *s)
+{
+    unsigned char c = s[0];
+    int n;
+    uint32_t cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    for (int i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80) /* also stops at the NUL */
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+/* s as a JSON string. Whatever its bytes (a participant's error text may
+ * hold anything), the output is valid JSON: control characters, '"' and
+ * '\\' are escaped, and each byte that starts no valid UTF-8 sequence
+ * becomes U+FFFD. */
 static void put_str(struct buf *b, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
     buf_append(b, "\"", 1);
     const char *run = s;
-    for (; *s; s++) {
+    while (*s) {
         unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c != '"' && c != '\\')
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            s++;
             continue;
+        }
+        int n = c >= 0x80 ? utf8_len((const unsigned char *)s) : 1;
+        if (n > 1) {
+            s += n;
+            continue;
+        }
         buf_append(b, run, (size_t)(s - run));
-        char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-        if (c == '"' || c == '\\') {
-            esc[1] = (char)c;
+        if (n == 0) {
+            buf_append(b, "\\ufffd", 6);
+        } else if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char)c};
             buf_append(b, esc, 2);
         } else {
+            char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             buf_append(b, esc, 6);
         }
-        run = s + 1;
+        s++;
+        run = s;
     }
     buf_append(b, run, (size_t)(s - run));
     buf_append(b, "\"", 1);

@@ -164,11 +164,23 @@ static void init_timers(struct txn *t)
         sched_timer_init(&t->branches[i].timer, on_branch_timer);
 }
 
+/* A timeout further away than this (about 100 years) is armed for then. */
+#define TIMEOUT_MAX_MS (100LL * 365 * 24 * 3600 * 1000)
+
 static void arm_timeout(struct engine *e, struct txn *t)
 {
     if (t->timeout_ms == 0 || txn_state_is_final(t->state))
         return;
-    int64_t left = t->created_at + (int64_t)t->timeout_ms - clock_wall_ms();
+    /* saturating: a damaged log (that still passed its CRC) may hold any
+     * created_at or timeout_ms; the API accepts none that would overflow */
+    int64_t deadline, left;
+    uint64_t tmo = t->timeout_ms > (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX : t->timeout_ms;
+    if (__builtin_add_overflow(t->created_at, (int64_t)tmo, &deadline))
+        deadline = t->created_at < 0 ? INT64_MIN : INT64_MAX;
+    if (__builtin_sub_overflow(deadline, clock_wall_ms(), &left))
+        left = deadline < 0 ? 0 : INT64_MAX;
+    if (left > TIMEOUT_MAX_MS)
+        left = TIMEOUT_MAX_MS;
     arm(e, &t->timeout_timer, clock_mono_ms() + (left > 0 ? (uint64_t)left : 0));
 }
 

@@ -85,6 +85,19 @@ void record_encode_update(struct buf *b, const struct txn *t, const struct branc
     enc_u64(b, (uint64_t)br->updated_at);
 }
 
+/* A str field that the engine reads as a C string (every one but a payload).
+ * The encoder writes them with strlen(), so one holding a NUL byte was not
+ * written by it: the record is corrupt (it would mean something else once
+ * truncated at the NUL; found by tests/fuzz/fuzz_record.c). */
+static char *dec_cstr(struct dec *d)
+{
+    size_t n;
+    char *s = dec_str(d, &n);
+    if (s != NULL && memchr(s, '\0', n) != NULL)
+        d->err = DTX_ECORRUPT;
+    return s;
+}
+
 /* Decode one branch into b (position idx of a txn with n branches so far
  * allowed for `after`); v1 is the REC_TXN layout, else the v2 one. */
 static int decode_branch(struct dec *d, struct branch *b, uint32_t idx, uint32_t n, int v1)
@@ -95,18 +108,18 @@ static int decode_branch(struct dec *d, struct branch *b, uint32_t idx, uint32_t
         snprintf(id, sizeof id, "%u", idx + 1);
         b->id = xstrdup(id);
     } else {
-        b->id = dec_str(d, NULL);
-        b->prepare = dec_str(d, NULL);
+        b->id = dec_cstr(d);
+        b->prepare = dec_cstr(d);
     }
-    b->action = dec_str(d, NULL);
-    b->compensate = dec_str(d, NULL);
+    b->action = dec_cstr(d);
+    b->compensate = dec_cstr(d);
     b->payload = dec_str(d, &b->payload_len);
     uint8_t bs = dec_u8(d);
     if (!v1)
         b->prepare_attempts = dec_u32(d);
     b->action_attempts = dec_u32(d);
     b->compensate_attempts = dec_u32(d);
-    b->last_error = dec_str(d, NULL);
+    b->last_error = dec_cstr(d);
     b->updated_at = (int64_t)dec_u64(d);
     uint32_t na = dec_u32(d);
     if (d->err || na >= n)
@@ -131,7 +144,7 @@ static int decode_txn(struct dec *d, struct record *out, int v1)
 {
     struct txn *t = xcalloc(1, sizeof *t);
     out->txn = t;
-    t->gid = dec_str(d, NULL);
+    t->gid = dec_cstr(d);
     t->seq = dec_u64(d);
     uint8_t type = dec_u8(d);
     uint8_t state = dec_u8(d);
@@ -147,7 +160,7 @@ static int decode_txn(struct dec *d, struct record *out, int v1)
     t->request_timeout_ms = dec_u32(d);
     t->timeout_ms = dec_u64(d);
     if (!v1) {
-        t->check = dec_str(d, NULL);
+        t->check = dec_cstr(d);
         t->check_attempts = dec_u32(d);
     }
     uint32_t n = dec_u32(d);
@@ -174,7 +187,7 @@ static int decode_branch_rec(struct dec *d, struct record *out)
 {
     struct txn *t = xcalloc(1, sizeof *t);
     out->txn = t;
-    t->gid = dec_str(d, NULL);
+    t->gid = dec_cstr(d);
     t->cap_branches = 1;
     t->branches = xcalloc(1, sizeof *t->branches);
     t->nbranches = 1;
@@ -186,7 +199,7 @@ static int decode_branch_rec(struct dec *d, struct record *out)
 
 static int decode_update(struct dec *d, struct record_update *u, int v1)
 {
-    u->gid = dec_str(d, NULL);
+    u->gid = dec_cstr(d);
     uint8_t state = dec_u8(d);
     u->needs_attention = dec_u8(d) != 0;
     u->updated_at = (int64_t)dec_u64(d);
@@ -202,7 +215,7 @@ static int decode_update(struct dec *d, struct record_update *u, int v1)
         u->prepare_attempts = dec_u32(d);
     u->action_attempts = dec_u32(d);
     u->compensate_attempts = dec_u32(d);
-    u->last_error = dec_str(d, NULL);
+    u->last_error = dec_cstr(d);
     u->br_updated_at = (int64_t)dec_u64(d);
     if (d->err || bs >= BR_STATE_COUNT)
         return DTX_ECORRUPT;

@@ -740,6 +740,10 @@ int amqp_reply_parse(const char *nonce, const char *corr, size_t corr_len, const
         out->outcome = CALL_SUCCESS;
     } else if (bytes_is(result, result_len, "FAILURE")) {
         size_t n = body_len < AMQP_REPLY_TEXT_MAX ? body_len : AMQP_REPLY_TEXT_MAX;
+        /* cut between characters, not inside one (the API shows it as JSON;
+         * bytes that are no UTF-8 at all are replaced there) */
+        while (n > 0 && n < body_len && ((unsigned char)body[n] & 0xc0) == 0x80)
+            n--;
         out->outcome = CALL_FAILURE;
         snprintf(out->error, sizeof out->error, "the participant replied FAILURE%s%.*s",
                  n ? ": " : "", (int)n, n ? body : "");

@@ -443,3 +443,27 @@ def test_tls_without_cacert_uses_the_system_store(broker, tls_broker, dtxd_facto
     assert d.create(body).status == 201
     assert d.wait_final(body["gid"])["status"] == "succeeded"
     assert len(p.calls) == 1
+
+
+def test_a_failure_text_that_is_not_utf8_stays_valid_json(broker, dtxd_factory, amqp_participants):
+    """A FAILURE reply's body becomes the branch's last_error. Whatever its
+    bytes (cut in the middle of a character, invalid UTF-8, control
+    characters, quotes), GET answers valid JSON: bad bytes become U+FFFD."""
+    url, _ = broker
+    d = dtxd_factory("--amqp-url", url)
+    name = uid("utf8")
+    body_bytes = b"a" * 199 + "\u00e9".encode() + b"\xff\xfe\x01\"\\"
+
+    def decide(cmd):
+        if cmd.op == "action":
+            return ("FAILURE", body_bytes, 0)
+        return "SUCCESS"
+
+    amqp_participants(name, decide)
+    body = saga_body(name, n=1)
+    assert d.create(body).status == 201
+    t = d.wait_final(body["gid"])  # parses the JSON answer
+    assert t["status"] == "failed", t
+    err = branch_of(t, 1)["last_error"]
+    text = json.dumps(err)
+    assert "a" * 150 in text and "\\ufffd" in text, err
