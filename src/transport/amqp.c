@@ -41,6 +41,8 @@
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -49,6 +51,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
@@ -889,6 +892,13 @@ static void wait_io(struct amqp_tp *t, int ms)
         drain_wake(t);
 }
 
+/* TCP_CORK on (1) or off (0, which sends what is held). 0 or -1. */
+static int cork(struct amqp_tp *t, int on)
+{
+    int fd = amqp_get_sockfd(t->conn);
+    return fd >= 0 && setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on) == 0 ? 0 : -1;
+}
+
 static void *conn_main(void *arg)
 {
     struct amqp_tp *t = arg;
@@ -914,7 +924,11 @@ static void *conn_main(void *arg)
                 backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
             }
         }
-        /* publish in order; while down, fail at once (the engine backs off) */
+        /* publish in order; while down, fail at once (the engine backs off).
+         * The socket is corked around a batch: rabbitmq-c sends each frame
+         * of a publish (method, header, body) with a call of its own, and
+         * this makes one segment of them, and of the whole batch. */
+        int corked = t->connected && todo != NULL && cork(t, 1) == 0;
         while (todo != NULL) {
             struct pub *p = todo;
             todo = p->next;
@@ -929,6 +943,8 @@ static void *conn_main(void *arg)
                 retry_at = clock_mono_ms() + backoff;
             }
         }
+        if (corked && t->connected)
+            cork(t, 0);
         int ms = t->connected ? expire(t)
                               : (int)(retry_at > clock_mono_ms() ? retry_at - clock_mono_ms() : 0);
         if (t->connected && (amqp_frames_enqueued(t->conn) || amqp_data_in_buffer(t->conn)))
@@ -1018,9 +1034,13 @@ static int amqp_call(struct transport *tp, const struct call_req *req, call_done
     p->body_len = req->body ? req->body_len : 0;
     snprintf(p->message_id, sizeof p->message_id, "%s/%s/%s", req->gid, req->branch, req->op);
     pthread_mutex_lock(&t->mu);
+    int was_empty = t->todo.head == NULL;
     list_push(&t->todo, p);
     pthread_mutex_unlock(&t->mu);
-    wake(t);
+    /* one wake-up per batch: a queue that was not empty has one pending
+     * (the thread takes the whole queue at once) */
+    if (was_empty)
+        wake(t);
     return 0;
 }
 
