@@ -15,6 +15,10 @@
  *       as soon as the saga is durable). Done when dtxd answers 201 and the
  *       top-level "status" field is "succeeded" ("submitted" is also fine
  *       with --wait false). Anything else is an error.
+ *       With --body FILE the request body is FILE's content instead of the
+ *       saga (bench/amqp.sh: a msg with an amqp:// step and "submit": true),
+ *       judged the same way: give --wait false when the body says
+ *       "wait": false. --participant is then not needed.
  *   --mode baseline --participant URL
  *       one transaction = POST PARTICIPANT/a1, then, once it answered,
  *       POST PARTICIPANT/a2: the two calls dtxd would make, with the same
@@ -82,9 +86,10 @@ struct config {
     double duration_s;
     double warmup_s;
     bool wait;
-    long timeout_ms; /* per HTTP request */
-    double rate;     /* transactions/s to start; 0 = closed loop */
-    long count;      /* > 0: start exactly this many, then stop (no clock) */
+    long timeout_ms;       /* per HTTP request */
+    double rate;           /* transactions/s to start; 0 = closed loop */
+    long count;            /* > 0: start exactly this many, then stop (no clock) */
+    const char *body_file; /* dtx mode: post this file's content, not the saga */
 };
 
 /* One in-flight transaction and the easy handle that carries it. */
@@ -149,7 +154,8 @@ static void usage(void)
             "  --wait true|false dtx mode: wait for the saga to finish (default true)\n"
             "  --timeout-ms N    per-request timeout (default 60000)\n"
             "  --rate R          start R transactions/s (open loop); 0 = closed loop (default)\n"
-            "  --count N         run exactly N transactions (no warmup, no clock), then stop\n");
+            "  --count N         run exactly N transactions (no warmup, no clock), then stop\n"
+            "  --body FILE       dtx mode: post FILE's content instead of the 2-step saga\n");
 }
 
 /* ---- small helpers ---- */
@@ -587,6 +593,8 @@ static void parse_args(struct config *c, int argc, char **argv)
             c->rate = parse_double(a, v, 0);
         else if (strcmp(a, "--count") == 0)
             c->count = (long)parse_double(a, v, 1);
+        else if (strcmp(a, "--body") == 0)
+            c->body_file = v;
         else if (strcmp(a, "--wait") == 0 && strcmp(v, "true") == 0)
             c->wait = true;
         else if (strcmp(a, "--wait") == 0 && strcmp(v, "false") == 0)
@@ -604,7 +612,8 @@ static void parse_args(struct config *c, int argc, char **argv)
         usage();
         exit(2);
     }
-    if (c->participant == NULL || (c->mode == MODE_DTX && c->dtxd == NULL)) {
+    if ((c->participant == NULL && (c->mode == MODE_BASELINE || c->body_file == NULL)) ||
+        (c->mode == MODE_DTX && c->dtxd == NULL)) {
         usage();
         exit(2);
     }
@@ -640,6 +649,26 @@ static char *saga_body(const struct run *r)
     return buf_steal(&b, NULL);
 }
 
+/* The content of path, NUL-terminated; exits when it cannot be read. */
+static char *read_body(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    struct buf b;
+    buf_init(&b, 1024 * 1024);
+    char chunk[4096];
+    while (f != NULL) {
+        size_t n = fread(chunk, 1, sizeof chunk, f);
+        if (n == 0 || buf_append(&b, chunk, n) != 0)
+            break;
+    }
+    if (f == NULL || ferror(f) || !feof(f) || b.len == 0) {
+        fprintf(stderr, "loadgen: cannot read a body from %s\n", path);
+        exit(2);
+    }
+    fclose(f);
+    return buf_steal(&b, NULL);
+}
+
 static void drain_messages(struct run *r)
 {
     for (;;) {
@@ -657,12 +686,14 @@ static void run_setup(struct run *r)
 {
     if (r->cfg.mode == MODE_DTX) {
         r->dtx_url = join_url(r->cfg.dtxd, "/v1/transactions");
-        r->dtx_body = saga_body(r);
+        r->dtx_body = r->cfg.body_file ? read_body(r->cfg.body_file) : saga_body(r);
         add_header(&r->dtx_hdrs, "Content-Type: application/json");
         add_header(&r->dtx_hdrs, "Expect:");
     }
-    r->a1_url = join_url(r->cfg.participant, "/a1");
-    r->a2_url = join_url(r->cfg.participant, "/a2");
+    if (r->cfg.participant != NULL) {
+        r->a1_url = join_url(r->cfg.participant, "/a1");
+        r->a2_url = join_url(r->cfg.participant, "/a2");
+    }
 
     r->multi = curl_multi_init();
     if (r->multi == NULL) {
@@ -757,7 +788,9 @@ static void report(struct run *r)
     const char *wait = dtx ? (r->cfg.wait ? "true" : "false") : "-";
 
     printf("mode          %s (%s)\n", mode,
-           dtx ? (r->cfg.wait ? "2-step saga, wait=true" : "2-step saga, wait=false")
+           dtx ? (r->cfg.body_file ? r->cfg.body_file
+                  : r->cfg.wait    ? "2-step saga, wait=true"
+                                   : "2-step saga, wait=false")
                : "a1 then a2, no coordinator");
     printf("concurrency   %ld%s\n", r->cfg.concurrency, r->cfg.rate > 0 ? " at most" : "");
     if (r->cfg.rate > 0)
