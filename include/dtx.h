@@ -647,7 +647,9 @@ int dtx_tcc_try(struct dtx_client *c, const char *try_url, const char *gid, cons
  *     a reply (dtxd asks again after its request timeout); a delivery is,
  *     after a pause (100 ms doubling per attempt, up to 5 s; the loop waits
  *     meanwhile), published again to the queue (default exchange) with
- *     header x-dtx-attempts + 1 and acknowledged, and dead-lettered (reason
+ *     header x-dtx-attempts + 1 (and x-dtx-routing-key, the routing key it
+ *     was first published with, which m->routing_key then shows) and
+ *     acknowledged, and dead-lettered (reason
  *     "gave up after N attempts") once the handler has run max_attempts
  *     times. Never a redelivery loop. A delivery's ONGOING counts as RETRY;
  *     its FAILURE is dead-lettered (reason "refused: <the reason>").
@@ -699,7 +701,7 @@ struct dtx_amqp_opts {
     const char *dead_letter; /* dead-letter queue (declared durable); NULL: "<queue>.dead" */
     const char *cacert;      /* amqps: CA file to verify the broker with; NULL: system default */
     int prefetch;            /* basic.qos, 0-65535; 0: 16 */
-    int max_attempts;        /* deliveries: handler runs before dead-lettering; 0: 10 */
+    int max_attempts;        /* deliveries: handler runs before dead-lettering; 0: 100 */
     PGconn *pg;              /* barrier on PostgreSQL (dtx_barrier_pg_init done), or NULL */
     sqlite3 *sqlite;         /* barrier on SQLite, or NULL; at most one of the two */
 };

@@ -73,10 +73,12 @@
 #define BACKOFF_MIN_MS       100
 #define BACKOFF_MAX_MS       5000
 #define DEFAULT_PREFETCH     16
-#define DEFAULT_MAX_ATTEMPTS 10
-#define NAME_MAX_LEN         255  /* a queue name is an AMQP short string */
-#define HEADER_CAP           256  /* a Dtx-* header value: at most 255 bytes */
-#define REASON_CAP           1024 /* the handler's reason, and x-dtx-reason */
+#define DEFAULT_MAX_ATTEMPTS 100
+/* A republished message carries its first routing key here. */
+#define RKEY_HEADER  "x-dtx-routing-key"
+#define NAME_MAX_LEN 255  /* a queue name is an AMQP short string */
+#define HEADER_CAP   256  /* a Dtx-* header value: at most 255 bytes */
+#define REASON_CAP   1024 /* the handler's reason, and x-dtx-reason */
 
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "stop() needs a lock-free atomic int");
 
@@ -319,6 +321,8 @@ static void conn_close(struct dtx_amqp_participant *p, int polite)
 /* ---- reading frames ---------------------------------------------------------- */
 
 /* basic.deliver: read its content and queue the delivery. */
+static const amqp_field_value_t *header(const amqp_basic_properties_t *props, const char *key);
+
 static int on_deliver(struct dtx_amqp_participant *p, amqp_channel_t ch,
                       const amqp_basic_deliver_t *m)
 {
@@ -338,6 +342,16 @@ static int on_deliver(struct dtx_amqp_participant *p, amqp_channel_t ch,
         free(d->routing_key); /* amqp_read_message cleaned up after itself */
         free(d);
         return -1;
+    }
+    const amqp_field_value_t *rk = header(&d->msg.properties, RKEY_HEADER);
+    if (rk != NULL && (rk->kind == AMQP_FIELD_KIND_UTF8 || rk->kind == AMQP_FIELD_KIND_BYTES) &&
+        memchr(rk->value.bytes.bytes, '\0', rk->value.bytes.len) == NULL) {
+        char *first = strndup(rk->value.bytes.len ? (const char *)rk->value.bytes.bytes : "",
+                              rk->value.bytes.len);
+        if (first != NULL) {
+            free(d->routing_key);
+            d->routing_key = first;
+        }
     }
     if (p->tail != NULL)
         p->tail->next = d;
@@ -442,15 +456,20 @@ static int republish(struct dtx_amqp_participant *p, const struct delivery *d, c
 {
     amqp_basic_properties_t props = d->msg.properties;
     int have = (props._flags & AMQP_BASIC_HEADERS_FLAG) ? props.headers.num_entries : 0;
-    amqp_table_entry_t *h = calloc((size_t)have + 1, sizeof *h);
+    amqp_table_entry_t *h = calloc((size_t)have + 2, sizeof *h);
     if (h == NULL)
         return -1;
     int k = 0;
     for (int i = 0; i < have; i++) {
         const amqp_table_entry_t *e = &props.headers.entries[i];
-        if (!(e->key.len == strlen(key) && memcmp(e->key.bytes, key, e->key.len) == 0))
+        if (!(e->key.len == strlen(key) && memcmp(e->key.bytes, key, e->key.len) == 0) &&
+            !(e->key.len == strlen(RKEY_HEADER) &&
+              memcmp(e->key.bytes, RKEY_HEADER, e->key.len) == 0))
             h[k++] = *e;
     }
+    /* the routing key it was first published with (d->routing_key is that
+     * already for a message republished before) */
+    h[k++] = entry_str(RKEY_HEADER, d->routing_key);
     if (value != NULL) {
         h[k++] = entry_str(key, value);
     } else {
@@ -706,8 +725,11 @@ static enum dtx_amqp_result call(struct dtx_amqp_participant *p, const struct dt
 static enum dtx_amqp_result run_handler(struct dtx_amqp_participant *p, const struct cmd *c,
                                         const struct dtx_amqp_msg *m, char *reason)
 {
-    if ((p->pg == NULL && p->sqlite == NULL) || strcmp(c->op, "check") == 0)
+    if ((p->pg == NULL && p->sqlite == NULL) || strcmp(c->op, "check") == 0) {
+        if (p->pg != NULL && PQstatus(p->pg) != CONNECTION_OK)
+            PQreset(p->pg); /* as db_begin does: the check's handler uses it too */
         return call(p, m, reason);
+    }
     if (db_begin(p) != 0) {
         db_rollback(p);
         return DTX_AMQP_RETRY;

@@ -215,6 +215,7 @@ struct fx {
     atomic_int calls;
     atomic_int check_in_tx, work_in_tx; /* -1: not seen */
     atomic_int saw_msg_type;            /* a handler call had type "msg" */
+    char rkeys[4][200];                 /* the routing key of the first calls */
 };
 
 static struct fx F;
@@ -237,7 +238,9 @@ static enum dtx_amqp_result handler(void *arg, const struct dtx_amqp_msg *m, cha
                                     size_t cap)
 {
     struct fx *f = arg;
-    atomic_fetch_add(&f->calls, 1);
+    int nth = atomic_fetch_add(&f->calls, 1);
+    if (nth < 4)
+        snprintf(f->rkeys[nth], sizeof f->rkeys[nth], "%s", m->routing_key);
     if (strcmp(m->type, "msg") == 0)
         atomic_store(&f->saw_msg_type, 1);
     if (m->body[m->body_len] != '\0' || strlen(m->message_id) == 0)
@@ -395,6 +398,7 @@ struct out {
     int no_message_id, no_reply_to;
     const char *corr; /* NULL: none */
     const char *body;
+    const char *exchange, *rkey; /* NULL: the default exchange, to the queue */
 };
 
 static void publish_out(const struct out *m)
@@ -433,8 +437,10 @@ static void publish_out(const struct out *m)
         props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
         props.correlation_id = amqp_cstring_bytes(m->corr);
     }
-    assert_int_equal(amqp_basic_publish(F.c, 1, amqp_empty_bytes, amqp_cstring_bytes(F.queue), 0, 0,
-                                        &props, amqp_cstring_bytes(m->body ? m->body : "{}")),
+    amqp_bytes_t ex = m->exchange ? amqp_cstring_bytes(m->exchange) : amqp_empty_bytes;
+    amqp_bytes_t rk = amqp_cstring_bytes(m->rkey ? m->rkey : F.queue);
+    assert_int_equal(amqp_basic_publish(F.c, 1, ex, rk, 0, 0, &props,
+                                        amqp_cstring_bytes(m->body ? m->body : "{}")),
                      AMQP_STATUS_OK);
 }
 
@@ -801,16 +807,28 @@ static void test_delivery(void **state)
 }
 
 /* A delivery whose handler says RETRY is published again with
- * x-dtx-attempts + 1, and dead-lettered after max_attempts calls. */
+ * x-dtx-attempts + 1, and dead-lettered after max_attempts calls; every
+ * call sees the routing key it was first published with (through
+ * amq.topic here), not the queue name it was republished to. */
 static void test_delivery_retry(void **state)
 {
     (void)state;
     need_broker();
-    char g[96];
+    char g[96], rkey[200];
     gid(g, sizeof g, "dretry");
     start(3);
-    struct out d = {
-        .gid = g, .branch = "1", .op = "action", .type = "msg", .no_reply_to = 1, .body = "retry"};
+    snprintf(rkey, sizeof rkey, "orig.%s", F.queue);
+    amqp_queue_bind(F.c, 1, amqp_cstring_bytes(F.queue), amqp_cstring_bytes("amq.topic"),
+                    amqp_cstring_bytes(rkey), amqp_empty_table);
+    assert_int_equal(amqp_get_rpc_reply(F.c).reply_type, AMQP_RESPONSE_NORMAL);
+    struct out d = {.gid = g,
+                    .branch = "1",
+                    .op = "action",
+                    .type = "msg",
+                    .no_reply_to = 1,
+                    .body = "retry",
+                    .exchange = "amq.topic",
+                    .rkey = rkey};
     publish_out(&d);
     amqp_message_t m;
     if (!take(F.c, F.dead, 10000, &m))
@@ -822,9 +840,12 @@ static void test_delivery_retry(void **state)
     assert_int_equal(a->kind, AMQP_FIELD_KIND_I32);
     assert_int_equal(a->value.i32, 2);
     assert_string_equal(hdr_str(&m, "Dtx-Gid", buf, sizeof buf), g); /* the original's headers */
+    assert_string_equal(hdr_str(&m, "x-dtx-routing-key", buf, sizeof buf), rkey);
     assert_bytes(m.body, "retry");
     amqp_destroy_message(&m);
     assert_int_equal(atomic_load(&F.calls), 3);
+    for (int i = 0; i < 3; i++)
+        assert_string_equal(F.rkeys[i], rkey);
     usleep(500 * 1000); /* and nothing more */
     assert_int_equal(atomic_load(&F.calls), 3);
     assert_int_equal(ready(F.c, F.queue), 0);
