@@ -3,7 +3,8 @@
  * (PostgreSQL or SQLite, ledger.c) behind HTTP endpoints for every dtx mode.
  *
  *   bank --listen HOST:PORT --db CONNINFO_OR_PATH [--pool N]
- *        [--dtx URL --resource NAME] [--test-faults] [--quiet]
+ *        [--dtx URL --resource NAME] [--amqp URL [--amqp-queue NAME]]
+ *        [--test-faults] [--quiet]
  *
  * Every branch call carries Dtx-Gid, Dtx-Branch and Dtx-Op and a body
  * {"account": "...", "amount": N}; its change runs in one local transaction
@@ -53,6 +54,11 @@
  * 400 for a malformed request or a Dtx-Op that does not match the path; 500
  * (503 while SQLite is locked) when the database fails: dtxd retries.
  *
+ * With --amqp (or BANK_AMQP_URL) the same branch operations are also served
+ * over RabbitMQ, on a thread of their own (bank_amqp.c): routing key
+ * "<queue>.<path with '.' for '/'>" on the topic exchange dtx.bank. The
+ * route table (path, Dtx-Op, ledger change) is routes.c, shared by both.
+ *
  * Plain endpoints: GET /healthz; GET /accounts (every account, the totals and
  * the number of open holds); GET /accounts/ID; POST /accounts {"id",
  * "balance"} creates or sets an account.
@@ -64,13 +70,16 @@
  * (or credit) acts later, between the PREPARE and the registration: it
  * waits delay_ms, then with a status answers it and never registers (the
  * prepared transaction is left for dtxd to find as an orphan). Without the
- * option it is a 404.
+ * option it is a 404. A fault on a branch path also hits that operation when
+ * it comes over AMQP (500 or any status but 409: RETRY; 409: FAILURE).
  *
  * Threads: libmicrohttpd runs a thread per connection; each request borrows
  * a database connection from the pool (db.c). Every call is logged on stderr
  * (--quiet: none).
  */
+#include "bank_amqp.h"
 #include "ledger.h"
+#include "routes.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -91,47 +100,6 @@
 #define MAX_BODY   65536
 #define MAX_FAULTS 64
 #define MAX_PATH   128
-
-/* ---- routes --------------------------------------------------------------- */
-
-struct route {
-    const char *path;
-    const char *op;    /* the Dtx-Op this path serves (the barrier's op) */
-    const char *alias; /* another Dtx-Op name accepted for it, or NULL */
-    const char *kind;  /* hold kind for tcc/2pc */
-    ledger_change_fn change;
-};
-
-static const struct route ROUTES[] = {
-    {"/saga/debit", "action", NULL, NULL, ledger_debit},
-    {"/saga/debit-undo", "compensate", NULL, NULL, ledger_debit_undo},
-    {"/saga/credit", "action", NULL, NULL, ledger_credit},
-    {"/saga/credit-undo", "compensate", NULL, NULL, ledger_credit_undo},
-    {"/tcc/debit/try", "try", NULL, "tcc", ledger_hold_debit},
-    {"/tcc/debit/confirm", "confirm", NULL, "tcc", ledger_apply_debit},
-    {"/tcc/debit/cancel", "cancel", NULL, "tcc", ledger_release_debit},
-    {"/tcc/credit/try", "try", NULL, "tcc", ledger_hold_credit},
-    {"/tcc/credit/confirm", "confirm", NULL, "tcc", ledger_apply_credit},
-    {"/tcc/credit/cancel", "cancel", NULL, "tcc", ledger_release_credit},
-    {"/2pc/debit/prepare", "prepare", NULL, "2pc", ledger_hold_debit},
-    {"/2pc/debit/commit", "commit", NULL, "2pc", ledger_apply_debit},
-    {"/2pc/debit/rollback", "rollback", NULL, "2pc", ledger_release_debit},
-    {"/2pc/credit/prepare", "prepare", NULL, "2pc", ledger_hold_credit},
-    {"/2pc/credit/commit", "commit", NULL, "2pc", ledger_apply_credit},
-    {"/2pc/credit/rollback", "rollback", NULL, "2pc", ledger_release_credit},
-    {"/msg/credit", "action", "deliver", NULL, ledger_credit},
-};
-
-/* May this path answer a business refusal with 409? Only forward operations
- * may, and not a msg delivery: dtxd delivers until it succeeds (a 409 there
- * would only be retried), so a refused delivery is a 500 - and the transfer
- * client checks the payee's account before it starts. */
-static bool may_refuse(const struct route *rt)
-{
-    return strcmp(rt->path, "/msg/credit") != 0 &&
-           (strcmp(rt->op, "action") == 0 || strcmp(rt->op, "try") == 0 ||
-            strcmp(rt->op, "prepare") == 0);
-}
 
 /* ---- fault injection (TEST AID) -------------------------------------------- */
 
@@ -322,7 +290,7 @@ static enum MHD_Result serve_branch(struct MHD_Connection *conn, const struct ro
     const char *op = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Dtx-Op");
     if (gid == NULL || *gid == '\0' || branch == NULL || *branch == '\0' || op == NULL)
         return reply_error(conn, 400, "bad_request", "Dtx-Gid, Dtx-Branch and Dtx-Op are required");
-    if (strcmp(op, rt->op) != 0 && (rt->alias == NULL || strcmp(op, rt->alias) != 0)) {
+    if (!route_op_matches(rt, op)) {
         char msg[160];
         snprintf(msg, sizeof msg, "Dtx-Op %.40s does not match %s (expects %s)", op, rt->path,
                  rt->op);
@@ -337,7 +305,7 @@ static enum MHD_Result serve_branch(struct MHD_Connection *conn, const struct ro
     struct ledger_outcome out;
     ledger_branch(&pool, rt->op, rt->change, &k, &out);
     unsigned status;
-    json_t *ans = outcome_json(&out, may_refuse(rt), &status);
+    json_t *ans = outcome_json(&out, route_may_refuse(rt), &status);
     logf_("%-20s gid=%s branch=%s op=%s account=%s amount=%lld -> %u %s%s%s", rt->path, gid, branch,
           rt->op, k.account, (long long)k.amount, status,
           json_string_value(json_object_get(ans, "result")), out.why[0] ? " " : "", out.why);
@@ -649,9 +617,9 @@ static enum MHD_Result route_request(struct MHD_Connection *conn, const char *ur
         return serve_xa(conn, url, ledger_debit, b);
     if (strcmp(url, "/xa/credit") == 0)
         return serve_xa(conn, url, ledger_credit, b);
-    for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0]; i++)
-        if (strcmp(url, ROUTES[i].path) == 0)
-            return serve_branch(conn, &ROUTES[i], b);
+    const struct route *rt = route_by_path(url);
+    if (rt != NULL)
+        return serve_branch(conn, rt, b);
     return reply_error(conn, 404, "not_found", "no such endpoint");
 }
 
@@ -709,16 +677,26 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **state,
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: bank --listen HOST:PORT --db CONNINFO_OR_PATH [--pool N]\n"
-               "            [--dtx URL --resource NAME] [--test-faults] [--quiet]\n"
-               "  --db      a libpq conninfo/URI (starts with \"postgres\", or has dbname= or "
-               "host=),\n"
-               "            otherwise a SQLite file (created if missing)\n"
-               "  --pool    database connections at most (default 16)\n"
-               "  --dtx     dtxd's URL, and --resource this database's resource name in dtxd:\n"
-               "            both needed by the xa endpoints (PostgreSQL only)\n"
-               "  --test-faults  enable POST /admin/faults (a test aid)\n"
-               "  --quiet   do not log every call on stderr\n");
+    fprintf(f,
+            "usage: bank --listen HOST:PORT --db CONNINFO_OR_PATH [--pool N]\n"
+            "            [--dtx URL --resource NAME] [--amqp URL [--amqp-queue NAME]]\n"
+            "            [--test-faults] [--quiet]\n"
+            "  --db      a libpq conninfo/URI (starts with \"postgres\", or has dbname= or "
+            "host=),\n"
+            "            otherwise a SQLite file (created if missing)\n"
+            "  --pool    database connections at most (default 16)\n"
+            "  --dtx     dtxd's URL, and --resource this database's resource name in dtxd:\n"
+            "            both needed by the xa endpoints (PostgreSQL only)\n"
+            "  --amqp    also serve the branch operations over RabbitMQ (or BANK_AMQP_URL):\n"
+            "            amqp[s]://user:pass@host:port/vhost\n"
+            "  --amqp-queue     the queue consumed (default bank.<--listen port>); routing\n"
+            "                   keys <queue>.saga.debit, <queue>.tcc.debit.confirm, ...\n"
+            "  --amqp-exchange  the topic exchange bound to it with <queue>.# (default dtx.bank)\n"
+            "  --amqp-cacert    amqps: the CA file that verifies the broker\n"
+            "  --amqp-max-attempts N  a msg delivery's attempts before it is dead-lettered\n"
+            "                   (default 720: about an hour of retries)\n"
+            "  --test-faults  enable POST /admin/faults (a test aid)\n"
+            "  --quiet   do not log every call on stderr\n");
 }
 
 /* Resolve HOST:PORT. OUT: *res (caller frees with freeaddrinfo). */
@@ -737,7 +715,9 @@ static int resolve_listen(const char *hostport, struct addrinfo **res)
 int main(int argc, char **argv)
 {
     const char *listen_at = NULL, *db = NULL;
-    int pool_max = 16;
+    const char *amqp_url = getenv("BANK_AMQP_URL"), *amqp_queue = NULL, *amqp_cacert = NULL;
+    const char *amqp_exchange = "dtx.bank";
+    int pool_max = 16, amqp_max_attempts = 720;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--listen") == 0 && i + 1 < argc) {
@@ -748,6 +728,16 @@ int main(int argc, char **argv)
             dtx_url = argv[++i];
         } else if (strcmp(a, "--resource") == 0 && i + 1 < argc) {
             resource = argv[++i];
+        } else if (strcmp(a, "--amqp") == 0 && i + 1 < argc) {
+            amqp_url = argv[++i];
+        } else if (strcmp(a, "--amqp-queue") == 0 && i + 1 < argc) {
+            amqp_queue = argv[++i];
+        } else if (strcmp(a, "--amqp-exchange") == 0 && i + 1 < argc) {
+            amqp_exchange = argv[++i];
+        } else if (strcmp(a, "--amqp-cacert") == 0 && i + 1 < argc) {
+            amqp_cacert = argv[++i];
+        } else if (strcmp(a, "--amqp-max-attempts") == 0 && i + 1 < argc) {
+            amqp_max_attempts = atoi(argv[++i]);
         } else if (strcmp(a, "--pool") == 0 && i + 1 < argc) {
             pool_max = atoi(argv[++i]);
         } else if (strcmp(a, "--test-faults") == 0) {
@@ -762,7 +752,10 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (listen_at == NULL || db == NULL || pool_max < 1) {
+    if (amqp_url != NULL && amqp_url[0] == '\0')
+        amqp_url = NULL; /* BANK_AMQP_URL= turns it off */
+    if (listen_at == NULL || db == NULL || pool_max < 1 || amqp_max_attempts < 1 ||
+        (amqp_url == NULL && (amqp_queue != NULL || amqp_cacert != NULL))) {
         usage(stderr);
         return 2;
     }
@@ -803,6 +796,29 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* After the mask: the AMQP thread inherits it, so main alone sees the
+     * stop signals. */
+    struct bank_amqp *amqp = NULL;
+    char default_queue[64];
+    if (amqp_url != NULL) {
+        const char *port = strrchr(listen_at, ':');
+        snprintf(default_queue, sizeof default_queue, "bank.%s", port + 1);
+        struct bank_amqp_config ac = {
+            .broker_url = amqp_url,
+            .queue = amqp_queue != NULL ? amqp_queue : default_queue,
+            .exchange = amqp_exchange,
+            .cacert = amqp_cacert,
+            .db = db,
+            .max_attempts = amqp_max_attempts,
+            .fault = fault_take,
+            .log = logf_,
+        };
+        if (bank_amqp_start(&ac, &amqp, err, sizeof err) != 0) {
+            fprintf(stderr, "bank: --amqp: %s\n", err);
+            return 2;
+        }
+    }
+
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_USE_ERROR_LOG | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
     struct MHD_Daemon *d = MHD_start_daemon(
@@ -812,6 +828,7 @@ int main(int argc, char **argv)
     freeaddrinfo(ai);
     if (d == NULL) {
         fprintf(stderr, "bank: cannot listen on %s: %s\n", listen_at, strerror(errno));
+        bank_amqp_stop(amqp);
         return 1;
     }
     logf_("listening, database %s (%s)", pool.is_pg ? "postgresql" : "sqlite",
@@ -819,6 +836,9 @@ int main(int argc, char **argv)
 
     int sig = 0;
     sigwait(&stop, &sig);
+    /* the AMQP loop first: it finishes the message in hand (and its local
+     * commit, reply and ack) within about 200 ms */
+    bank_amqp_stop(amqp);
     MHD_stop_daemon(d);
     db_pool_close(&pool);
     return 0;

@@ -239,6 +239,35 @@ fail:
     return NULL;
 }
 
+struct db_conn *db_conn_open(const char *target, char *err, size_t errlen)
+{
+    if (!db_is_pg(target)) {
+        struct db_pool one = {.is_pg = false, .target = target};
+        return conn_open(&one, err, errlen);
+    }
+    struct db_conn *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    /* options first: a later keyword wins, so a conninfo's own options stay */
+    const char *const keys[] = {"options", "dbname", NULL};
+    const char *const vals[] = {"-c lock_timeout=5s -c statement_timeout=30s", target, NULL};
+    c->pg = PQconnectdbParams(keys, vals, 1);
+    if (PQstatus(c->pg) != CONNECTION_OK) {
+        snprintf(err, errlen, "postgres: %s", PQerrorMessage(c->pg));
+        conn_close(c);
+        return NULL;
+    }
+    PQsetNoticeProcessor(c->pg, ignore_notice, NULL);
+    return c;
+}
+
+void db_conn_close(struct db_conn *c)
+{
+    conn_close(c);
+}
+
 void db_pool_init(struct db_pool *p, const char *target, int max)
 {
     memset(p, 0, sizeof *p);

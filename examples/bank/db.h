@@ -103,6 +103,17 @@ int db_begin(struct db_conn *c);
 int db_commit(struct db_conn *c);
 void db_rollback(struct db_conn *c);
 
+/*
+ * One connection of its own, outside the pool, for a thread that keeps it
+ * (the AMQP participant loop, amqp.c). PostgreSQL: the pool's lock_timeout
+ * and statement_timeout are given as the connection's startup options, so
+ * that they survive a PQreset (a conninfo's own `options` wins over them);
+ * SQLite: the same busy timeout as the pool's. Returns NULL (message in
+ * err) when it cannot be opened; close it with db_conn_close.
+ */
+struct db_conn *db_conn_open(const char *target, char *err, size_t errlen);
+void db_conn_close(struct db_conn *c);
+
 /* Set c->err (printf-style). */
 void db_set_error(struct db_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

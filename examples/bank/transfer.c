@@ -3,7 +3,8 @@
  * in any dtx mode, with the libdtx client.
  *
  *   transfer --dtx URL --from URL_A:ACCOUNT --to URL_B:ACCOUNT --amount N
- *            --mode saga|tcc|2pc|msg|xa [--gid G] [--wait] [options]
+ *            --mode saga|tcc|2pc|msg|xa [--gid G] [--wait] [--over http|amqp]
+ *            [--from-queue Q] [--to-queue Q] [options]
  *
  * What each mode does (A is the payer's bank, B the payee's):
  *   saga  create a saga of two steps, A /saga/debit then B /saga/credit, each
@@ -31,6 +32,17 @@
  *         lock_timeout, error, no answer), abort: dtxd rolls back what is
  *         registered, and its scan of the databases rolls back a prepared
  *         transaction of this gid that a bank left unregistered.
+ *
+ * Over RabbitMQ (--over amqp): every URL dtxd calls becomes
+ * amqp://<exchange>/<queue>.<operation>, the operation being the HTTP path
+ * with '.' for '/' (A's /saga/debit is amqp://dtx.bank/<A's queue>.saga.debit;
+ * the bank serves them with --amqp, see bank_amqp.c). That is the saga's
+ * actions and compensations, tcc's confirm and cancel, 2pc's prepare,
+ * commit and rollback, msg's delivery and check. What the client calls
+ * itself stays HTTP: the tcc Try, msg's /msg/start, the payee check, and
+ * all of xa (dtxd calls no bank URL in xa: --over does not apply). A
+ * bank's queue is --from-queue / --to-queue, by default "bank.<port>" with
+ * the port of --from / --to: the bank's own default for its --listen port.
  *
  * The outcome is printed on stdout. Exit status: 0 the transfer succeeded
  * (with --wait) or was accepted by dtxd and will complete (without --wait);
@@ -66,6 +78,9 @@ struct opts {
     int64_t request_timeout_ms; /* -1: dtxd's default */
     int64_t retry[3];           /* initial, max, limit; -1: dtxd's default */
     bool no_submit;             /* test aid: stop just before submit */
+    bool amqp;                  /* --over amqp: dtxd calls the banks over RabbitMQ */
+    const char *exchange;       /* --amqp-exchange */
+    char from_queue[256], to_queue[256];
     bool quiet;
 };
 
@@ -80,6 +95,11 @@ static void usage(FILE *f)
                "                         not submitted by then; msg: ask the check)\n"
                "  --request-timeout-ms MS  per participant call\n"
                "  --retry INITIAL,MAX,LIMIT  the retry policy, in ms and attempts\n"
+               "  --over http|amqp       how dtxd calls the banks (default http); amqp:\n"
+               "                         amqp://EXCHANGE/QUEUE.<op> (dtxd needs --amqp-url)\n"
+               "  --from-queue Q, --to-queue Q  the banks' queues (default bank.<port of the\n"
+               "                         --from / --to URL>, the bank's own default)\n"
+               "  --amqp-exchange X      the banks' topic exchange (default dtx.bank)\n"
                "  --no-submit            (test aid) do everything up to submit, then exit 3\n"
                "  --quiet                print only the final line\n");
 }
@@ -102,6 +122,76 @@ static int split_target(const char *s, char *url, size_t urlsz, char *acct, size
     return 0;
 }
 
+/* When queue is empty: "bank.<port>" with the port of url (the bank's
+ * default queue for its --listen port). Returns 0, or -1 when url has no
+ * port. */
+static int default_queue(const char *url, char *queue, size_t cap)
+{
+    if (queue[0] != '\0')
+        return 0;
+    const char *host = strstr(url, "://");
+    const char *colon = host != NULL ? strrchr(host + 3, ':') : NULL;
+    if (colon == NULL || colon[1] == '\0' || strspn(colon + 1, "0123456789") != strlen(colon + 1))
+        return -1;
+    snprintf(queue, cap, "bank.%s", colon + 1);
+    return 0;
+}
+
+/* Append s to out (at *n, cap bytes), percent-encoding all but
+ * A-Z a-z 0-9 - . _ ~ (dtxd percent-decodes both parts of an amqp:// URL).
+ * Returns 0, -1 when it does not fit. */
+static int append_encoded(char *out, size_t cap, size_t *n, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        bool plain = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+                     (*p >= '0' && *p <= '9') || strchr("-._~", *p) != NULL;
+        if (*n + (plain ? 1 : 3) >= cap)
+            return -1;
+        if (plain) {
+            out[(*n)++] = (char)*p;
+        } else {
+            out[(*n)++] = '%';
+            out[(*n)++] = hex[*p >> 4];
+            out[(*n)++] = hex[*p & 15];
+        }
+    }
+    out[*n] = '\0';
+    return 0;
+}
+
+/*
+ * The URL dtxd calls for the operation at HTTP path (e.g. "/saga/debit") of
+ * the payer's bank (from) or the payee's: base URL + path over HTTP, or
+ * amqp://<exchange>/<queue>.<path with '.' for '/'> over RabbitMQ.
+ * OUT: out (cap bytes). Returns 0, -1 when it does not fit.
+ */
+static int target_url(const struct opts *o, bool from, const char *path, char *out, size_t cap)
+{
+    if (!o->amqp) {
+        int n = snprintf(out, cap, "%s%s", from ? o->from_url : o->to_url, path);
+        return n > 0 && (size_t)n < cap ? 0 : -1;
+    }
+    char key[64];
+    snprintf(key, sizeof key, ".%s", path + 1);
+    for (char *p = key; *p != '\0'; p++)
+        if (*p == '/')
+            *p = '.';
+    size_t n = 0;
+    int n0 = snprintf(out, cap, "amqp://");
+    if (n0 < 0 || (size_t)n0 >= cap)
+        return -1;
+    n = (size_t)n0;
+    if (append_encoded(out, cap, &n, o->exchange) != 0 || n + 1 >= cap)
+        return -1;
+    out[n++] = '/';
+    out[n] = '\0';
+    return append_encoded(out, cap, &n, from ? o->from_queue : o->to_queue) == 0 &&
+                   append_encoded(out, cap, &n, key) == 0
+               ? 0
+               : -1;
+}
+
 static int64_t parse_i64(const char *s, bool *ok)
 {
     char *end;
@@ -119,6 +209,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
     o->timeout_ms = o->request_timeout_ms = -1;
     o->retry[0] = o->retry[1] = o->retry[2] = -1;
     o->amount = -1;
+    o->exchange = "dtx.bank";
+    const char *over = "http";
     for (int i = 1; i < argc && ok; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -148,6 +240,16 @@ static int parse_args(int argc, char **argv, struct opts *o)
             o->amount = parse_i64(v, &ok);
         } else if (strcmp(a, "--mode") == 0) {
             o->mode = v;
+        } else if (strcmp(a, "--over") == 0) {
+            over = v;
+        } else if (strcmp(a, "--from-queue") == 0) {
+            ok = v[0] != '\0' && strlen(v) < sizeof o->from_queue;
+            snprintf(o->from_queue, sizeof o->from_queue, "%s", v);
+        } else if (strcmp(a, "--to-queue") == 0) {
+            ok = v[0] != '\0' && strlen(v) < sizeof o->to_queue;
+            snprintf(o->to_queue, sizeof o->to_queue, "%s", v);
+        } else if (strcmp(a, "--amqp-exchange") == 0) {
+            o->exchange = v;
         } else if (strcmp(a, "--gid") == 0) {
             o->gid = v;
         } else if (strcmp(a, "--wait-ms") == 0) {
@@ -172,6 +274,12 @@ static int parse_args(int argc, char **argv, struct opts *o)
         return -1;
     if (strcmp(o->mode, "saga") != 0 && strcmp(o->mode, "tcc") != 0 &&
         strcmp(o->mode, "2pc") != 0 && strcmp(o->mode, "msg") != 0 && strcmp(o->mode, "xa") != 0)
+        return -1;
+    if (strcmp(over, "amqp") != 0 && strcmp(over, "http") != 0)
+        return -1;
+    o->amqp = strcmp(over, "amqp") == 0;
+    if (o->amqp && (default_queue(o->from_url, o->from_queue, sizeof o->from_queue) != 0 ||
+                    default_queue(o->to_url, o->to_queue, sizeof o->to_queue) != 0))
         return -1;
     return 0;
 }
@@ -288,15 +396,15 @@ static int submit_or_abort(struct dtx_client *c, const struct opts *o, const cha
 
 static int run_saga(struct dtx_client *c, const struct opts *o, const char *pa, const char *pb)
 {
-    char u[4][URL_MAX + 32];
-    snprintf(u[0], sizeof u[0], "%s/saga/debit", o->from_url);
-    snprintf(u[1], sizeof u[1], "%s/saga/debit-undo", o->from_url);
-    snprintf(u[2], sizeof u[2], "%s/saga/credit", o->to_url);
-    snprintf(u[3], sizeof u[3], "%s/saga/credit-undo", o->to_url);
+    char u[4][URL_MAX * 3 + 64];
     struct dtx_spec *s = NULL;
     struct dtx_txn *t = NULL;
     int ex = EXIT_ERROR;
-    if (dtx_saga_new(&s) != 0 || dtx_saga_add_step(s, u[0], u[1], pa) != 0 ||
+    if (target_url(o, true, "/saga/debit", u[0], sizeof u[0]) != 0 ||
+        target_url(o, true, "/saga/debit-undo", u[1], sizeof u[1]) != 0 ||
+        target_url(o, false, "/saga/credit", u[2], sizeof u[2]) != 0 ||
+        target_url(o, false, "/saga/credit-undo", u[3], sizeof u[3]) != 0 ||
+        dtx_saga_new(&s) != 0 || dtx_saga_add_step(s, u[0], u[1], pa) != 0 ||
         dtx_saga_add_step(s, u[2], u[3], pb) != 0) {
         printf("error: cannot build the saga\n");
         goto out;
@@ -372,10 +480,17 @@ static int run_tcc(struct dtx_client *c, const struct opts *o, const char *pa, c
     } side[2] = {{"debit", o->from_url, pa}, {"credit", o->to_url, pb}};
     bool all_reserved = true;
     for (int i = 0; i < 2 && all_reserved; i++) {
-        char try_url[URL_MAX + 32], confirm[URL_MAX + 32], cancel[URL_MAX + 32];
+        char try_url[URL_MAX + 32], confirm[URL_MAX * 3 + 64], cancel[URL_MAX * 3 + 64], p[2][32];
+        /* the Try is ours to call: always HTTP */
         snprintf(try_url, sizeof try_url, "%s/tcc/%s/try", side[i].base, side[i].branch);
-        snprintf(confirm, sizeof confirm, "%s/tcc/%s/confirm", side[i].base, side[i].branch);
-        snprintf(cancel, sizeof cancel, "%s/tcc/%s/cancel", side[i].base, side[i].branch);
+        snprintf(p[0], sizeof p[0], "/tcc/%s/confirm", side[i].branch);
+        snprintf(p[1], sizeof p[1], "/tcc/%s/cancel", side[i].branch);
+        if (target_url(o, i == 0, p[0], confirm, sizeof confirm) != 0 ||
+            target_url(o, i == 0, p[1], cancel, sizeof cancel) != 0) {
+            printf("error: a branch URL is too long\n");
+            all_reserved = false;
+            break;
+        }
         if (dtx_register_tcc(c, gid, side[i].branch, confirm, cancel, side[i].body, NULL) != 0) {
             api_error(c, "register");
             all_reserved = false;
@@ -405,10 +520,16 @@ static int run_2pc(struct dtx_client *c, const struct opts *o, const char *pa, c
         const char *branch, *base, *body;
     } side[2] = {{"debit", o->from_url, pa}, {"credit", o->to_url, pb}};
     for (int i = 0; i < 2; i++) {
-        char u[3][URL_MAX + 32];
-        snprintf(u[0], sizeof u[0], "%s/2pc/%s/prepare", side[i].base, side[i].branch);
-        snprintf(u[1], sizeof u[1], "%s/2pc/%s/commit", side[i].base, side[i].branch);
-        snprintf(u[2], sizeof u[2], "%s/2pc/%s/rollback", side[i].base, side[i].branch);
+        static const char *const ops[3] = {"prepare", "commit", "rollback"};
+        char u[3][URL_MAX * 3 + 64];
+        for (int k = 0; k < 3; k++) {
+            char p[32];
+            snprintf(p, sizeof p, "/2pc/%s/%s", side[i].branch, ops[k]);
+            if (target_url(o, i == 0, p, u[k], sizeof u[k]) != 0) {
+                printf("error: a branch URL is too long\n");
+                return submit_or_abort(c, o, gid, true);
+            }
+        }
         if (dtx_register_2pc(c, gid, side[i].branch, u[0], u[1], u[2], side[i].body, NULL) != 0) {
             api_error(c, "register");
             return submit_or_abort(c, o, gid, true);
@@ -479,11 +600,11 @@ static int payee_exists(const struct opts *o)
 
 static int run_msg(struct dtx_client *c, const struct opts *o, const char *pa, const char *pb)
 {
-    char check[URL_MAX + 32], credit[URL_MAX + 32], gid[DTX_GID_MAX + 1];
-    snprintf(check, sizeof check, "%s/msg/check", o->from_url);
-    snprintf(credit, sizeof credit, "%s/msg/credit", o->to_url);
+    char check[URL_MAX * 3 + 64], credit[URL_MAX * 3 + 64], gid[DTX_GID_MAX + 1];
     struct dtx_spec *s = NULL;
-    if (dtx_msg_new(check, &s) != 0 || dtx_msg_add_step(s, credit, pb) != 0) {
+    if (target_url(o, true, "/msg/check", check, sizeof check) != 0 ||
+        target_url(o, false, "/msg/credit", credit, sizeof credit) != 0 ||
+        dtx_msg_new(check, &s) != 0 || dtx_msg_add_step(s, credit, pb) != 0) {
         dtx_spec_free(s);
         printf("error: cannot build the msg\n");
         return EXIT_ERROR;

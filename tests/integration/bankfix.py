@@ -13,7 +13,10 @@ PostgreSQL settings from the environment.
   rollback_prepared(ci) roll back every prepared transaction of a database
   PgCluster             a private PostgreSQL cluster (scripts/pg.sh) a test owns
   PgProxy               a TCP proxy to PostgreSQL that can hold statements
-  Bank                  one bank process: start/kill9/restart, accounts, faults
+  Bank                  one bank process: start/kill9/restart, accounts, faults;
+                        with amqp=URL it also serves its branch operations
+                        over RabbitMQ (bank --amqp, queue .queue)
+  amqp_extra(src, dst)  the transfer client's arguments for --over amqp
   transfer(...)         run the transfer client; returns a TransferResult
 """
 
@@ -297,18 +300,31 @@ class BankError(Exception):
     pass
 
 
+# the bank's log line once its queue is bound to the exchange (bank_amqp.c)
+AMQP_BOUND = r"amqp: exchange \S+ bound to queue"
+
+
 class Bank:
     """The real bank service on 127.0.0.1 and a free port, with --test-faults.
     The port and database stay the same across restarts; stderr goes to
-    log_path."""
+    log_path.
 
-    def __init__(self, name, db, log_path, *, pool=16, args=()):
+    amqp (a broker URL) makes it serve its branch operations over RabbitMQ
+    too, on queue `queue` (default: a unique "bank.<name>.<port>.<pid>"):
+    start() then also waits until the bank has bound the queue to the
+    exchange, unless amqp_wait is False (a broker that is down)."""
+
+    def __init__(self, name, db, log_path, *, pool=16, args=(), amqp=None, queue=None,
+                 amqp_wait=True):
         self.name = name
         self.db = str(db)
         self.log_path = Path(log_path)
         self.port = free_port()
         self.pool = pool
         self.args = [str(a) for a in args]
+        self.amqp = amqp
+        self.queue = queue or (f"bank.{name}.{self.port}.{os.getpid()}" if amqp else None)
+        self.amqp_wait = amqp_wait
         self.proc = None
 
     @property
@@ -325,6 +341,9 @@ class Bank:
     def start(self, timeout=10.0):
         cmd = [str(bank_bin()), "--listen", f"127.0.0.1:{self.port}", "--db", self.db,
                "--pool", str(self.pool), "--test-faults"] + self.args
+        if self.amqp:
+            cmd += ["--amqp", self.amqp, "--amqp-queue", self.queue]
+        bound = self.count_log(AMQP_BOUND)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
@@ -332,7 +351,8 @@ class Bank:
             if self.proc.poll() is not None:
                 raise BankError(f"bank {self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                if self.request("GET", "/healthz", timeout=1.0)[0] == 200:
+                if self.request("GET", "/healthz", timeout=1.0)[0] == 200 and (
+                        not self.amqp or not self.amqp_wait or self.count_log(AMQP_BOUND) > bound):
                     return self
             except OSError:
                 pass
@@ -348,12 +368,15 @@ class Bank:
             self.proc.wait(10)
 
     def stop(self):
+        """SIGTERM; returns the exit status (None when it had to be killed)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(10)
+                return self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill9()
+                return None
+        return self.proc.returncode if self.proc is not None else None
 
     def log_text(self):
         try:
@@ -439,6 +462,14 @@ class TransferResult:
 
     def __repr__(self):
         return f"<transfer rc={self.rc} gid={self.gid}\n{self.out}>"
+
+
+def amqp_extra(src, dst):
+    """The transfer client's arguments that make dtxd call src's and dst's
+    banks (Bank, or (Bank, account)) over RabbitMQ."""
+    a = src[0] if isinstance(src, tuple) else src
+    b = dst[0] if isinstance(dst, tuple) else dst
+    return ["--over", "amqp", "--from-queue", a.queue, "--to-queue", b.queue]
 
 
 def retry_arg(retry=None):

@@ -5,6 +5,15 @@ and stops dtxd, makes the banks fail, hang or die, and restarts PostgreSQL.
 Then the faults stop, everything must settle within 60 s, and the checker
 looks at the money.
 
+With RabbitMQ (DTX_TEST_AMQP_URL set, scripts/rabbitmq.sh runnable), a
+share of the saga, tcc, 2pc and msg transfers (DTX_CHAOS_AMQP_SHARE, default
+0.4) go over AMQP: dtxd gets --amqp-url of a RabbitMQ node of the test's own
+(so that the schedule can restart it: fault "restart_rabbitmq", at most
+DTX_CHAOS_RMQ_RESTARTS times, default 1), each bank serves its queue with
+--amqp, and the transfer client runs with --over amqp. A kill -9 of a bank
+kills its AMQP consumer too; bank_fail and bank_hang hit an operation
+whichever transport carries it (the bank's fault injection covers both).
+
 What the checker asserts, once settled:
   - every transfer dtxd knows of is final (succeeded or failed);
   - each account holds exactly its opening balance plus the transfers that
@@ -35,7 +44,9 @@ import time
 
 import pytest
 
-from bankfix import MODES, Bank, PgCluster, prepared_xacts, require_binaries, transfer_cmd
+from amqpfix import RABBITMQ_SH, PrivateBroker
+from bankfix import (MODES, Bank, PgCluster, amqp_extra, prepared_xacts, require_binaries,
+                     transfer_cmd)
 from dtxtest import FINAL, wait_until
 
 DBS = ("bank_a", "bank_b")
@@ -53,17 +64,24 @@ def _env_int(name, default):
 class Chaos:
     """The system under test and the transfers made against it."""
 
-    def __init__(self, tmp_path, dtxd_factory, cluster, seed):
+    def __init__(self, tmp_path, dtxd_factory, cluster, seed, rmq=None):
         require_binaries()
         self.tmp = tmp_path
         self.cluster = cluster
+        self.rmq = rmq  # a PrivateBroker, or None: HTTP only
+        self.amqp_share = float(os.environ.get("DTX_CHAOS_AMQP_SHARE", "0.4")) if rmq else 0.0
+        self.rmq_restarts = _env_int("DTX_CHAOS_RMQ_RESTARTS", 1) if rmq else 0
+        self.rmq_thread = None
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         res = tmp_path / "resources"
         res.write_text("".join(f"{db} {cluster.conninfo(db)} connect_timeout=3\n" for db in DBS))
+        amqp = ("--amqp-url", rmq.url) if rmq else ()
         self.d = dtxd_factory("--resources", res, "--resource-scan-ms", "300",
-                              "--orphan-grace-ms", "3000", "--retry-max-ms", "500")
+                              "--orphan-grace-ms", "3000", "--retry-max-ms", "500", *amqp)
         self.banks = [self._bank("A", "bank_a"), self._bank("B", "bank_b")]
+        for b in self.banks:
+            b.amqp_wait = False  # from now on the broker may be down when a bank restarts
         self.opening = {}
         for b in self.banks:
             for i in range(ACCOUNTS):
@@ -78,7 +96,8 @@ class Chaos:
 
     def _bank(self, name, db):
         b = Bank(name, self.cluster.conninfo(db), self.tmp / f"bank{name}.log",
-                 args=("--dtx", f"http://{self.d.listen}", "--resource", db))
+                 args=("--dtx", f"http://{self.d.listen}", "--resource", db),
+                 amqp=self.rmq.url if self.rmq else None)
         return b.start()
 
     # -- work ---------------------------------------------------------------
@@ -96,13 +115,15 @@ class Chaos:
                 dst = (b, f"{b.name.lower()}{rng.randrange(ACCOUNTS)}")
                 mode = rng.choice(CHAOS_MODES)
                 amount = rng.randint(1, 40)
-                gid = f"chaos-{wid}-{n}-{k}"
+                over = mode != "xa" and rng.random() < self.amqp_share
+                gid = f"chaos-{wid}-{n}-{k}" + ("-amqp" if over else "")
                 self.transfers.append((gid, mode, src, dst, amount))
             n += 1
-            cmd = transfer_cmd(self.d, mode, src, dst, amount, gid=gid, wait=True,
-                               extra=("--wait-ms", "3000", "--timeout-ms", "8000",
-                                      "--request-timeout-ms", "1000", "--retry", "50,500,8",
-                                      "--quiet"))
+            extra = ["--wait-ms", "3000", "--timeout-ms", "8000", "--request-timeout-ms", "1000",
+                     "--retry", "50,500,8", "--quiet"]
+            if over:
+                extra += amqp_extra(src, dst)
+            cmd = transfer_cmd(self.d, mode, src, dst, amount, gid=gid, wait=True, extra=extra)
             try:
                 subprocess.run(cmd, capture_output=True, timeout=30)
             except subprocess.TimeoutExpired:
@@ -117,7 +138,7 @@ class Chaos:
         rng = self.rng
         kinds = ["kill_dtxd", "stop_dtxd", "bank_fail", "bank_hang", "kill_bank", "restart_pg"]
         while not self.stop_faults.wait(rng.uniform(0.8, 2.0)):
-            kind = rng.choice(kinds)
+            kind = rng.choice(kinds + (["restart_rabbitmq"] if self.rmq_restarts > 0 else []))
             try:
                 getattr(self, kind)(rng)
             except Exception as e:  # a fault that could not be applied is reported, not fatal
@@ -161,6 +182,29 @@ class Chaos:
         time.sleep(rng.uniform(0, 0.5))
         b.start()
 
+    def restart_rabbitmq(self, rng):
+        """Stop the broker node and start it again (its durable queues,
+        bindings and persistent messages survive), on a thread of its own:
+        the node takes several seconds to stop and to start, during which
+        dtxd and the banks' loops retry and the schedule goes on."""
+        if self.rmq_thread is not None and self.rmq_thread.is_alive():
+            return self.bank_fail(rng)
+        self.rmq_restarts -= 1
+        self.note("restart RabbitMQ")
+        pause = rng.uniform(0, 0.5)
+
+        def restart():
+            try:
+                self.rmq.stop()
+                time.sleep(pause)
+                self.rmq.start()
+                print("chaos: RabbitMQ up again")
+            except Exception as e:  # heal() starts it
+                self.note(f"restart RabbitMQ failed: {e!r}")
+
+        self.rmq_thread = threading.Thread(target=restart, daemon=True)
+        self.rmq_thread.start()
+
     def restart_pg(self, rng):
         self.note("restart PostgreSQL")
         self.cluster.stop()
@@ -188,6 +232,13 @@ class Chaos:
 
         if not pg_up():
             self.cluster.start()
+        if self.rmq_thread is not None:
+            self.rmq_thread.join(180)
+        if self.rmq is not None:
+            try:
+                self.rmq.mgmt.call("GET", "/api/overview", timeout=3)
+            except Exception:
+                self.rmq.start()
 
     def status(self, gid):
         r = self.d.get("/v1/transactions/" + gid)
@@ -221,6 +272,21 @@ class Chaos:
                    what="no prepared transaction left in bank_a and bank_b")
         return outcome
 
+    def check_settled(self, outcome, timeout=30):
+        """check(), once the money has landed: over AMQP a msg succeeds for
+        dtxd when the broker has its delivery, and the credit lands when the
+        payee's bank has consumed it (its queue may still hold a backlog
+        after a restart, or a delivery the loop retries). Over HTTP only,
+        check() at once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.check(outcome)
+            except AssertionError:
+                if self.rmq is None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
     def check(self, outcome):
         expect = dict(self.opening)
         succeeded = 0
@@ -243,6 +309,28 @@ class Chaos:
 
 
 @pytest.fixture
+def chaos_rmq():
+    """A RabbitMQ node of the test's own when DTX_TEST_AMQP_URL is set (the
+    schedule restarts it); None otherwise, or when it cannot start (an
+    error with DTX_REQUIRE_AMQP=1): then every transfer is HTTP."""
+    if not os.environ.get("DTX_TEST_AMQP_URL") or not os.access(RABBITMQ_SH, os.X_OK):
+        yield None
+        return
+    b = PrivateBroker()
+    try:
+        b.start()
+    except (AssertionError, OSError, subprocess.SubprocessError) as e:
+        b.cleanup()
+        if os.environ.get("DTX_REQUIRE_AMQP") == "1":
+            raise
+        print(f"chaos: no RabbitMQ node ({e!r}): HTTP only")
+        yield None
+        return
+    yield b
+    b.cleanup()
+
+
+@pytest.fixture
 def cluster():
     """A PostgreSQL cluster of the test's own (it restarts it). Without
     PostgreSQL installed the test is skipped (failed with DTX_REQUIRE_PG=1)."""
@@ -258,13 +346,13 @@ def cluster():
     c.cleanup()
 
 
-def test_chaos_bank(tmp_path, dtxd_factory, cluster):
+def test_chaos_bank(tmp_path, dtxd_factory, cluster, chaos_rmq):
     seed = _env_int("DTX_CHAOS_SEED", random.randrange(1 << 30))
     seconds = _env_int("DTX_CHAOS_SECONDS", 25)
     workers = _env_int("DTX_CHAOS_WORKERS", 6)
     limit = _env_int("DTX_CHAOS_TRANSFERS", 0)
     print(f"chaos seed {seed} (DTX_CHAOS_SEED={seed} replays the schedule)")
-    c = Chaos(tmp_path, dtxd_factory, cluster, seed)
+    c = Chaos(tmp_path, dtxd_factory, cluster, seed, rmq=chaos_rmq)
     try:
         threads = [threading.Thread(target=c.worker, args=(i, limit), daemon=True)
                    for i in range(workers)]
@@ -284,15 +372,16 @@ def test_chaos_bank(tmp_path, dtxd_factory, cluster):
             t.join(60)
         c.heal()
         outcome = c.settle()
-        succeeded = c.check(outcome)
+        succeeded = c.check_settled(outcome)
         total = len(c.transfers)
         known = sum(1 for s in outcome.values() if s is not None)
         print(f"chaos: {total} transfers ({known} reached dtxd), {succeeded} succeeded, "
               f"{len(c.faults)} faults: {[f for _, f in c.faults]}")
         by_mode = {}
         for gid, mode, *_ in c.transfers:
-            by_mode.setdefault(mode, [0, 0])[0] += 1
-            by_mode[mode][1] += outcome[gid] == "succeeded"
+            key = mode + ("/amqp" if gid.endswith("-amqp") else "")
+            by_mode.setdefault(key, [0, 0])[0] += 1
+            by_mode[key][1] += outcome[gid] == "succeeded"
         print("by mode (transfers, succeeded):", by_mode)
         assert total >= workers, "the clients made almost no transfers"
         assert succeeded * 2 >= total, f"only {succeeded} of {total} transfers succeeded"
