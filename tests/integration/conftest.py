@@ -28,6 +28,13 @@ def _dtxd_path():
     return Path(os.environ.get("DTXD") or REPO / "build" / "dtxd")
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "slow: starts and restarts RabbitMQ or PostgreSQL nodes of its own, or runs a fault "
+        "schedule; run once, in the normal pass (the sanitizer pass deselects them: -m 'not slow')")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

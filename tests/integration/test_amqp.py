@@ -162,6 +162,7 @@ def test_amqp_targets_validated(broker, dtxd_factory):
 # ---------------------------------------------------------------- faults
 
 
+@pytest.mark.slow
 def test_broker_restart_loses_nothing(private_broker, dtxd_factory):
     """Stop the broker while deliveries are under way and while a transaction
     waits to deliver; start it again: everything is delivered, nothing lost,

@@ -333,6 +333,7 @@ def test_restart_while_waiting_for_a_reply(broker, dtxd_factory, amqp_participan
     assert p.calls[0].correlation_id != p.calls[1].correlation_id
 
 
+@pytest.mark.slow
 def test_broker_restart_while_commands_wait(private_broker, dtxd_factory):
     """The broker stops while commands are published and waiting for
     replies, then comes back: every saga still ends succeeded and each

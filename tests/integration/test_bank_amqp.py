@@ -291,6 +291,7 @@ def test_bank_down_while_transfers_are_submitted(tmp_path, dtxd_factory, broker,
 # RabbitMQ restarted mid-flight
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("db", DBS)
 def test_rabbitmq_restart_mid_flight(tmp_path, dtxd_factory, private_broker, db):  # noqa: F811
     pb = private_broker

@@ -346,6 +346,7 @@ def cluster():
     c.cleanup()
 
 
+@pytest.mark.slow
 def test_chaos_bank(tmp_path, dtxd_factory, cluster, chaos_rmq):
     seed = _env_int("DTX_CHAOS_SEED", random.randrange(1 << 30))
     seconds = _env_int("DTX_CHAOS_SECONDS", 25)
