@@ -730,6 +730,10 @@ void dtx_amqp_participant_stop(struct dtx_amqp_participant *p);
 /* Free a loop that is not running. */
 void dtx_amqp_participant_free(struct dtx_amqp_participant *p);
 
+/* "SUCCESS", "FAILURE", "ONGOING" (the Dtx-Result words) or "RETRY"; "?"
+ * for a value that is none of them. */
+const char *dtx_amqp_result_name(enum dtx_amqp_result r);
+
 #ifdef __cplusplus
 }
 #endif

@@ -249,21 +249,6 @@ static json_t *parse_body(const struct dtx_amqp_msg *m, const char **account, in
     return NULL;
 }
 
-static const char *result_name(enum dtx_amqp_result r)
-{
-    switch (r) {
-    case DTX_AMQP_SUCCESS:
-        return "SUCCESS";
-    case DTX_AMQP_FAILURE:
-        return "FAILURE";
-    case DTX_AMQP_ONGOING:
-        return "ONGOING";
-    case DTX_AMQP_RETRY:
-        return "RETRY";
-    }
-    return "?";
-}
-
 /* The msg check: outside any transaction (the loop runs none for it). */
 static enum dtx_amqp_result serve_check(struct bank_amqp *a, const struct dtx_amqp_msg *m,
                                         char *reason, size_t cap)
@@ -304,7 +289,7 @@ static enum dtx_amqp_result serve_branch(struct bank_amqp *a, const struct route
             enum dtx_amqp_result res = fstatus == 409 ? DTX_AMQP_FAILURE : DTX_AMQP_RETRY;
             snprintf(reason, cap, "injected fault (test aid): %d", fstatus);
             a->cfg.log("amqp %-18s gid=%s branch=%s op=%s -> %s %s", rt->path + 1, m->gid,
-                       m->branch, m->op, result_name(res), reason);
+                       m->branch, m->op, dtx_amqp_result_name(res), reason);
             return res;
         }
     }
@@ -328,7 +313,7 @@ static enum dtx_amqp_result serve_branch(struct bank_amqp *a, const struct route
         res = DTX_AMQP_RETRY;
     }
     a->cfg.log("amqp %-18s gid=%s branch=%s op=%s account=%s amount=%lld -> %s%s%s", rt->path + 1,
-               m->gid, m->branch, m->op, k.account, (long long)k.amount, result_name(res),
+               m->gid, m->branch, m->op, k.account, (long long)k.amount, dtx_amqp_result_name(res),
                reason[0] ? " " : "", reason);
     json_decref(obj);
     return res;
@@ -346,8 +331,8 @@ static enum dtx_amqp_result on_message(void *arg, const struct dtx_amqp_msg *m, 
             snprintf(reason, cap, "Dtx-Op %.40s does not match msg.check (expects check)", m->op);
         } else {
             res = serve_check(a, m, reason, cap);
-            a->cfg.log("amqp %-18s gid=%s -> %s%s%s", "msg/check", m->gid, result_name(res),
-                       reason[0] ? " " : "", reason);
+            a->cfg.log("amqp %-18s gid=%s -> %s%s%s", "msg/check", m->gid,
+                       dtx_amqp_result_name(res), reason[0] ? " " : "", reason);
             return res;
         }
     } else if (op == NULL || (rt = route_by_key(op)) == NULL) {
@@ -364,7 +349,7 @@ static enum dtx_amqp_result on_message(void *arg, const struct dtx_amqp_msg *m, 
     if (strcmp(m->op, "check") == 0)
         res = DTX_AMQP_RETRY;
     a->cfg.log("amqp refused %s (gid=%s branch=%s op=%s): %s -> %s", m->message_id, m->gid,
-               m->branch, m->op, reason, result_name(res));
+               m->branch, m->op, reason, dtx_amqp_result_name(res));
     return res;
 }
 

@@ -286,21 +286,6 @@ struct service_ctx {
     struct db_conn *c;
 };
 
-static const char *result_name(enum dtx_amqp_result r)
-{
-    switch (r) {
-    case DTX_AMQP_SUCCESS:
-        return "SUCCESS";
-    case DTX_AMQP_FAILURE:
-        return "FAILURE";
-    case DTX_AMQP_ONGOING:
-        return "ONGOING";
-    case DTX_AMQP_RETRY:
-        return "RETRY";
-    }
-    return "?";
-}
-
 /* The loop's handler: route, check, parse, change (see the file comment). */
 static enum dtx_amqp_result shop_handle(void *arg, const struct dtx_amqp_msg *m, char *reason,
                                         size_t cap)
@@ -333,7 +318,8 @@ static enum dtx_amqp_result shop_handle(void *arg, const struct dtx_amqp_msg *m,
         snprintf(reason, cap, "%s", x->c->err);
 out:
     shop_log("%s %s/%s/%s%s -> %s%s%s", key, m->gid, m->branch, m->op,
-             m->redelivered ? " (redelivered)" : "", result_name(r), reason[0] ? ": " : "", reason);
+             m->redelivered ? " (redelivered)" : "", dtx_amqp_result_name(r), reason[0] ? ": " : "",
+             reason);
     json_decref(payload);
     return r;
 }

@@ -496,7 +496,7 @@ static int ack(struct dtx_amqp_participant *p, const struct delivery *d)
     return amqp_basic_ack(p->conn, CH_CONSUME, d->tag, 0) == AMQP_STATUS_OK ? 0 : -1;
 }
 
-static const char *result_name(enum dtx_amqp_result r)
+const char *dtx_amqp_result_name(enum dtx_amqp_result r)
 {
     switch (r) {
     case DTX_AMQP_SUCCESS:
@@ -506,9 +506,9 @@ static const char *result_name(enum dtx_amqp_result r)
     case DTX_AMQP_ONGOING:
         return "ONGOING";
     case DTX_AMQP_RETRY:
-        break;
+        return "RETRY";
     }
-    return NULL;
+    return "?";
 }
 
 /* Answer command c (res is not RETRY) on its reply_to. */
@@ -517,7 +517,7 @@ static int reply(struct dtx_amqp_participant *p, const struct delivery *d, const
 {
     const amqp_basic_properties_t *in = &d->msg.properties;
     amqp_table_entry_t h[4] = {
-        entry_str("Dtx-Result", result_name(res)),
+        entry_str("Dtx-Result", dtx_amqp_result_name(res)),
         entry_str("Dtx-Gid", c->gid),
         entry_str("Dtx-Branch", c->branch),
         entry_str("Dtx-Op", c->op),

@@ -109,14 +109,15 @@ class PrivateBroker:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="dtx-test-rmq-", dir="/tmp")
         self.port = free_port()
-        self.url = self.mgmt = None
+        self.url = self.mgmt = self.mgmt_url = None
 
     def start(self):
         out = subprocess.run([str(RABBITMQ_SH), "start", self.dir, str(self.port)],
                              capture_output=True, text=True, timeout=180)
         assert out.returncode == 0, out.stderr[-3000:]
         env = dict(line.split("=", 1) for line in out.stdout.split() if "=" in line)
-        self.url, self.mgmt = env["DTX_TEST_AMQP_URL"], Mgmt(env["DTX_TEST_AMQP_MGMT"])
+        self.url, self.mgmt_url = env["DTX_TEST_AMQP_URL"], env["DTX_TEST_AMQP_MGMT"]
+        self.mgmt = Mgmt(self.mgmt_url)
 
     def stop(self):
         subprocess.run([str(RABBITMQ_SH), "stop", self.dir], capture_output=True, timeout=180)

@@ -634,3 +634,42 @@ def timeline(*participants, gid=None):
         cs += [(c.time, p.name, c.path, c.op) for c in p.calls(gid=gid)]
     cs.sort(key=lambda x: x[0])
     return [(n, path, op) for _, n, path, op in cs]
+
+
+# --------------------------------------------------------------------------
+# msg transactions (the AMQP and Kafka delivery tests)
+
+
+def msg_body(targets, gid=None, retry=None, **options):
+    """A msg transaction delivering payload {"i": n} to each target in turn."""
+    body = {
+        "type": "msg",
+        "check": "http://127.0.0.1:9/check",
+        "steps": [{"action": t, "payload": {"i": i + 1}} for i, t in enumerate(targets)],
+        "retry": retry or dict(FAST_RETRY),
+    }
+    if gid:
+        body["gid"] = gid
+    body.update(options)
+    return body
+
+
+def submit(dtxd, gid, body=None):
+    r = dtxd.post(f"/v1/transactions/{gid}/submit", body or {})
+    assert r.status == 200, r
+    return r.body
+
+
+def create_submit(dtxd, body, wait=False):
+    r = dtxd.create(body)
+    assert r.status == 201, r
+    return submit(dtxd, r.body["gid"], {"wait": True} if wait else None)
+
+
+def first_seen(seq):
+    """seq without repeats, in the order of first appearance."""
+    out = []
+    for x in seq:
+        if x not in out:
+            out.append(x)
+    return out

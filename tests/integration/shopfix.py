@@ -10,7 +10,7 @@ private node to restart), and the checks of what a user sees.
                         DTX_TEST_AMQP_MGMT; skips without them, fails with
                         DTX_REQUIRE_AMQP=1
   Mgmt                  RabbitMQ's management API for one vhost
-  PrivateBroker         a node of the test's own (scripts/rabbitmq.sh)
+  PrivateBroker         a node of the test's own (amqpfix.py)
   Service               one `stock|payment|order serve` process
   Shop                  dtxd + the three services + their databases: place
                         orders, read the state, check it is consistent
@@ -22,8 +22,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
-import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -31,7 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from dtxtest import Dtxd, free_port, wait_until
+from amqpfix import PrivateBroker  # noqa: F401 (for test_shop.py)
+from dtxtest import Dtxd, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 RABBITMQ_SH = REPO / "scripts" / "rabbitmq.sh"
@@ -133,30 +132,6 @@ class Mgmt:
         r = self.call("POST", path, {"properties": properties, "routing_key": key,
                                      "payload": payload, "payload_encoding": "string"})
         return r["routed"]
-
-
-class PrivateBroker:
-    """A RabbitMQ node of the test's own, to stop and start (its directory
-    under /tmp: the rabbitmq user must reach it)."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="dtx-shop-rmq-", dir="/tmp")
-        self.port = free_port()
-        self.url = self.mgmt_url = None
-
-    def start(self):
-        out = subprocess.run([str(RABBITMQ_SH), "start", self.dir, str(self.port)],
-                             capture_output=True, text=True, timeout=180)
-        assert out.returncode == 0, out.stderr[-3000:]
-        env = dict(line.split("=", 1) for line in out.stdout.split() if "=" in line)
-        self.url, self.mgmt_url = env["DTX_TEST_AMQP_URL"], env["DTX_TEST_AMQP_MGMT"]
-
-    def stop(self):
-        subprocess.run([str(RABBITMQ_SH), "stop", self.dir], capture_output=True, timeout=180)
-
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------

@@ -9,9 +9,7 @@ shared one.
 """
 
 import json
-import os
 import re
-import subprocess
 import time
 import urllib.parse
 import uuid
@@ -19,45 +17,11 @@ import uuid
 import pytest
 
 from amqpfix import broker, private_broker, uid  # noqa: F401 (fixtures)
-from dtxtest import FAST_RETRY, new_gid, wait_until
-
-
-def msg_body(targets, gid=None, retry=None, **options):
-    """A msg transaction delivering payload {"i": n} to each target in turn."""
-    body = {
-        "type": "msg",
-        "check": "http://127.0.0.1:9/check",
-        "steps": [{"action": t, "payload": {"i": i + 1}} for i, t in enumerate(targets)],
-        "retry": retry or dict(FAST_RETRY),
-    }
-    if gid:
-        body["gid"] = gid
-    body.update(options)
-    return body
-
-
-def submit(dtxd, gid, body=None):
-    r = dtxd.post(f"/v1/transactions/{gid}/submit", body or {})
-    assert r.status == 200, r
-    return r.body
-
-
-def create_submit(dtxd, body, wait=False):
-    r = dtxd.create(body)
-    assert r.status == 201, r
-    return submit(dtxd, r.body["gid"], {"wait": True} if wait else None)
+from dtxtest import create_submit, first_seen, msg_body, new_gid, submit, wait_until
 
 
 def ids(messages):
     return [m["properties"]["message_id"] for m in messages]
-
-
-def first_seen(seq):
-    out = []
-    for x in seq:
-        if x not in out:
-            out.append(x)
-    return out
 
 
 # ---------------------------------------------------------------- delivery

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from dtxtest import FAST_RETRY, TRACEPARENT_RE, free_port, new_gid, wait_until
+from dtxtest import (TRACEPARENT_RE, create_submit, first_seen, free_port, msg_body, new_gid,
+                     submit, wait_until)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -131,42 +132,8 @@ def topic_name(prefix):
     return f"dtx-{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def msg_body(targets, gid=None, retry=None, **options):
-    """A msg transaction delivering payload {"i": n} to each target in turn."""
-    body = {
-        "type": "msg",
-        "check": "http://127.0.0.1:9/check",
-        "steps": [{"action": t, "payload": {"i": i + 1}} for i, t in enumerate(targets)],
-        "retry": retry or dict(FAST_RETRY),
-    }
-    if gid:
-        body["gid"] = gid
-    body.update(options)
-    return body
-
-
-def submit(dtxd, gid, body=None):
-    r = dtxd.post(f"/v1/transactions/{gid}/submit", body or {})
-    assert r.status == 200, r
-    return r.body
-
-
-def create_submit(dtxd, body, wait=False):
-    r = dtxd.create(body)
-    assert r.status == 201, r
-    return submit(dtxd, r.body["gid"], {"wait": True} if wait else None)
-
-
 def ids(records):
     return [r["headers"]["Dtx-Message-Id"] for r in records]
-
-
-def first_seen(seq):
-    out = []
-    for x in seq:
-        if x not in out:
-            out.append(x)
-    return out
 
 
 # ---------------------------------------------------------------- delivery

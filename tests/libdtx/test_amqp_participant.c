@@ -522,6 +522,11 @@ static enum dtx_amqp_result noop(void *arg, const struct dtx_amqp_msg *m, char *
 static void test_new_args(void **state)
 {
     (void)state;
+    assert_string_equal(dtx_amqp_result_name(DTX_AMQP_SUCCESS), "SUCCESS");
+    assert_string_equal(dtx_amqp_result_name(DTX_AMQP_FAILURE), "FAILURE");
+    assert_string_equal(dtx_amqp_result_name(DTX_AMQP_ONGOING), "ONGOING");
+    assert_string_equal(dtx_amqp_result_name(DTX_AMQP_RETRY), "RETRY");
+    assert_string_equal(dtx_amqp_result_name((enum dtx_amqp_result)42), "?");
     struct dtx_amqp_participant *p = (void *)1;
     struct dtx_amqp_opts ok = {.broker_url = "amqp://u:secret@127.0.0.1:5672/%2f", .queue = "q"};
     struct dtx_amqp_opts o;
