@@ -5,7 +5,8 @@ and stops dtxd, makes the banks fail, hang or die, and restarts PostgreSQL.
 Then the faults stop, everything must settle within 60 s, and the checker
 looks at the money.
 
-With RabbitMQ (DTX_TEST_AMQP_URL set, scripts/rabbitmq.sh runnable), a
+With RabbitMQ (DTX_TEST_AMQP_URL set or DTX_CHAOS_AMQP=1, and
+scripts/rabbitmq.sh runnable), a
 share of the saga, tcc, 2pc and msg transfers (DTX_CHAOS_AMQP_SHARE, default
 0.4) go over AMQP: dtxd gets --amqp-url of a RabbitMQ node of the test's own
 (so that the schedule can restart it: fault "restart_rabbitmq", at most
@@ -310,10 +311,12 @@ class Chaos:
 
 @pytest.fixture
 def chaos_rmq():
-    """A RabbitMQ node of the test's own when DTX_TEST_AMQP_URL is set (the
-    schedule restarts it); None otherwise, or when it cannot start (an
-    error with DTX_REQUIRE_AMQP=1): then every transfer is HTTP."""
-    if not os.environ.get("DTX_TEST_AMQP_URL") or not os.access(RABBITMQ_SH, os.X_OK):
+    """A RabbitMQ node of the test's own when DTX_TEST_AMQP_URL is set or
+    DTX_CHAOS_AMQP=1 (the schedule restarts it); None otherwise, or when it
+    cannot start (an error with DTX_REQUIRE_AMQP=1): then every transfer is
+    HTTP."""
+    wanted = os.environ.get("DTX_TEST_AMQP_URL") or os.environ.get("DTX_CHAOS_AMQP") == "1"
+    if not wanted or not os.access(RABBITMQ_SH, os.X_OK):
         yield None
         return
     b = PrivateBroker()
