@@ -65,8 +65,13 @@ INTEGRATION_ENV = DTXD=$(CURDIR)/$(1)/dtxd DTXCTL=$(CURDIR)/$(1)/dtxctl \
 	DTX_CLIENT_LIVE=$(CURDIR)/$(1)/tests/libdtx/test_client_live \
 	KAFKA_MOCK=$(CURDIR)/$(1)/tests/tools/kafka_mock
 
+# Two pytest workers (python3-pytest-xdist): the tests mostly wait on
+# processes, brokers and timers. Modules that share databases carry an
+# xdist_group and take turns on one worker. PYTEST_PAR= runs them in order.
+PYTEST_PAR ?= -n 2 --dist loadgroup
+
 test-integration: $(B)/dtxd $(EXTRA_ALL)
-	$(call INTEGRATION_ENV,$(B)) /usr/bin/python3 -m pytest -q tests/integration
+	$(call INTEGRATION_ENV,$(B)) /usr/bin/python3 -m pytest -q $(PYTEST_PAR) tests/integration
 
 test: all test-unit test-integration
 
@@ -83,7 +88,8 @@ asan:
 	@set -e; for t in $(UNIT_BIN:$(B)/%=build-asan/%) $(EXTRA_UNIT_BIN:$(B)/%=build-asan/%); do \
 		echo "== $$t"; $$t; done
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-		$(call INTEGRATION_ENV,build-asan) /usr/bin/python3 -m pytest -q -m "not slow" tests/integration
+		$(call INTEGRATION_ENV,build-asan) /usr/bin/python3 -m pytest -q $(PYTEST_PAR) -m "not slow" \
+		tests/integration
 
 # ThreadSanitizer over the parts that run threads of their own, in
 # build-tsan/: the log writer (test_wal, and through dtxd the recovery and
@@ -99,7 +105,8 @@ tsan:
 	@set -e; for t in $(TSAN_UNIT:$(B)/%=build-tsan/%); do \
 		echo "== $$t"; TSAN_OPTIONS=halt_on_error=1 $$t; done
 	TSAN_OPTIONS=halt_on_error=1 DTXD=$(CURDIR)/build-tsan/dtxd \
-		/usr/bin/python3 -m pytest -q -p no:cacheprovider -m "not slow" $(TSAN_INTEGRATION)
+		/usr/bin/python3 -m pytest -q -p no:cacheprovider $(PYTEST_PAR) -m "not slow" \
+		$(TSAN_INTEGRATION)
 
 format:
 	clang-format -i $(FMT_SRC)

@@ -17,7 +17,7 @@ cd "$ROOT"
 PACKAGES=(
     build-essential pkg-config clang-format clang libclang-rt-dev
     libuv1-dev libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev zlib1g-dev
-    libcmocka-dev python3-pytest curl
+    libcmocka-dev python3-pytest python3-pytest-xdist curl
     postgresql libpq-dev libsqlite3-dev sqlite3
     rabbitmq-server librabbitmq-dev python3-pika openssl socat
     librdkafka-dev kcat
@@ -112,7 +112,10 @@ make test-unit || status=1
 
 echo "== integration tests"
 # Debian's python3 (with python3-pytest), not whatever python3 is first on PATH.
-DTXD="$ROOT/build/dtxd" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration || status=1
+# Two pytest workers (the tests mostly wait on processes, brokers and
+# timers); modules that share databases are grouped on one (xdist_group).
+DTXD="$ROOT/build/dtxd" /usr/bin/python3 -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup \
+    tests/integration || status=1
 
 echo "== crash points: every point at hits 1-3, restart, check (tests/integration/test_crash_points.py)"
 make test-crash-sweep || status=1

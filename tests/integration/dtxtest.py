@@ -162,6 +162,9 @@ class Dtxd:
         self.port = port or free_port()
         self.proc = None
         self.starts = 0
+        # a reply queue of its own (the same across restarts): dtxds running
+        # at once on the shared broker must not take each other's replies
+        self.reply_queue = f"dtxd.replies.{uuid.uuid4().hex[:12]}"
 
     # -- process --------------------------------------------------------
 
@@ -186,6 +189,7 @@ class Dtxd:
         if self.use_env:
             env["DTX_LISTEN"] = self.listen
             env["DTX_DATA_DIR"] = str(self.data_dir)
+        env["DTX_AMQP_REPLY_QUEUE"] = self.reply_queue
         env.update(self.extra_env)
         return env
 

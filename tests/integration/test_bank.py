@@ -21,6 +21,9 @@ import pytest
 from bankfix import MODES, Bank, pg_conninfo, require_binaries, reset_pg, transfer, transfer_async
 from dtxtest import FAST_RETRY, new_gid
 
+# bank_a and bank_b of the shared PostgreSQL: these modules take turns (xdist)
+pytestmark = pytest.mark.xdist_group("pg_bank")
+
 
 class Env:
     """dtxd and two banks: A holds alice (100), B holds bob (0)."""

@@ -29,6 +29,9 @@ from bankfix import (MODES, Bank, amqp_extra, pg_conninfo, require_binaries, res
                      transfer_async)
 from dtxtest import FINAL, new_gid, wait_until
 
+# bank_a and bank_b of the shared PostgreSQL: these modules take turns (xdist)
+pytestmark = pytest.mark.xdist_group("pg_bank")
+
 DBS = ("sqlite", "pg")
 
 

@@ -75,6 +75,9 @@ import pytest
 
 from dtxtest import FAST_RETRY, Dtxd, DtxdError, Participant, wait_until
 
+# one sweep at a time (xdist): its runs share bank_a and bank_b
+pytestmark = pytest.mark.xdist_group("crash")
+
 REPO = Path(__file__).resolve().parents[2]
 CRASH_H = REPO / "src" / "common" / "crash.h"
 POINTS = re.findall(r'^\s*X\("([a-z0-9_.]+)",', CRASH_H.read_text(), re.M)

@@ -33,6 +33,9 @@ from bankfix import (Bank, PgCluster, PgProxy, pg_conninfo, pg_target, prepared_
                      require_binaries, reset_pg, rollback_prepared, transfer, transfer_async)
 from dtxtest import FAST_RETRY, new_gid, wait_until
 
+# bank_a and bank_b of the shared PostgreSQL: these modules take turns (xdist)
+pytestmark = pytest.mark.xdist_group("pg_bank")
+
 PASSWORD = "secret123"
 SCAN_MS = 300
 GRACE_MS = 2000

@@ -25,6 +25,9 @@ import pytest
 from dtxtest import free_port, wait_until
 from shopfix import Mgmt, PrivateBroker, Shop, pg_databases, require_amqp, require_binaries, with_vhost
 
+# the shop's databases of the shared PostgreSQL: one test at a time (xdist)
+pytestmark = pytest.mark.xdist_group("pg_shop")
+
 
 @pytest.fixture(params=["sqlite", "pg"])
 def dbs(request, tmp_path):
