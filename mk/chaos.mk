@@ -1,8 +1,8 @@
 # mk/chaos.mk - the long chaos bank run (tests/integration/test_chaos.py;
 # the short one is part of the default integration tests). It needs
 # PostgreSQL and RabbitMQ installed (the test starts a cluster and a node of
-# its own) and took 24 minutes on the 2-core test machine. Override DTX_CHAOS_TRANSFERS,
-# DTX_CHAOS_WORKERS or DTX_CHAOS_SEED on the command line.
+# its own) and took 24 minutes on the 2-core test machine. Override
+# DTX_CHAOS_TRANSFERS, DTX_CHAOS_WORKERS or DTX_CHAOS_SEED on the command line.
 
 DTX_CHAOS_TRANSFERS ?= 100000
 DTX_CHAOS_WORKERS ?= 8
