@@ -65,10 +65,10 @@ INTEGRATION_ENV = DTXD=$(CURDIR)/$(1)/dtxd DTXCTL=$(CURDIR)/$(1)/dtxctl \
 	DTX_CLIENT_LIVE=$(CURDIR)/$(1)/tests/libdtx/test_client_live \
 	KAFKA_MOCK=$(CURDIR)/$(1)/tests/tools/kafka_mock
 
-# Two pytest workers (python3-pytest-xdist): the tests mostly wait on
+# Three pytest workers (python3-pytest-xdist): the tests mostly wait on
 # processes, brokers and timers. Modules that share databases carry an
 # xdist_group and take turns on one worker. PYTEST_PAR= runs them in order.
-PYTEST_PAR ?= -n 2 --dist loadgroup
+PYTEST_PAR ?= -n 3 --dist loadgroup
 
 test-integration: $(B)/dtxd $(EXTRA_ALL)
 	$(call INTEGRATION_ENV,$(B)) /usr/bin/python3 -m pytest -q $(PYTEST_PAR) tests/integration

@@ -91,6 +91,14 @@ def pg_conninfo(dbname):
     return f"host={host} port={port} user=postgres dbname={dbname}"
 
 
+def pg_database(dbname):
+    """pg_conninfo(dbname) of a database created if it does not exist yet."""
+    admin = pg_conninfo("postgres")
+    if not psql(admin, f"SELECT 1 FROM pg_database WHERE datname = '{dbname}'"):
+        psql(admin, f'CREATE DATABASE "{dbname}"')
+    return pg_conninfo(dbname)
+
+
 def pg_target():
     """(host, port) of the test PostgreSQL, as pg_conninfo finds them."""
     pg_conninfo("postgres")  # skips or fails as it does

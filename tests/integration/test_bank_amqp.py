@@ -25,12 +25,12 @@ import uuid
 import pytest
 
 from amqpfix import broker, private_broker  # noqa: F401 (fixtures)
-from bankfix import (MODES, Bank, amqp_extra, pg_conninfo, require_binaries, reset_pg, transfer,
+from bankfix import (MODES, Bank, amqp_extra, pg_database, require_binaries, reset_pg, transfer,
                      transfer_async)
 from dtxtest import FINAL, new_gid, wait_until
 
-# bank_a and bank_b of the shared PostgreSQL: these modules take turns (xdist)
-pytestmark = pytest.mark.xdist_group("pg_bank")
+# bank_amqp_a and bank_amqp_b of the shared PostgreSQL: one test at a time (xdist)
+pytestmark = pytest.mark.xdist_group("pg_bank_amqp")
 
 DBS = ("sqlite", "pg")
 
@@ -85,7 +85,7 @@ class Env:
 def _dbs(tmp_path, db):
     if db == "sqlite":
         return tmp_path / "a.db", tmp_path / "b.db"
-    cis = pg_conninfo("bank_a"), pg_conninfo("bank_b")
+    cis = pg_database("bank_amqp_a"), pg_database("bank_amqp_b")
     for ci in cis:
         reset_pg(ci)
     return cis
