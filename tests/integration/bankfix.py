@@ -84,7 +84,7 @@ def pg_conninfo(dbname):
     host = os.environ.get("DTX_TEST_PG_HOST")
     port = os.environ.get("DTX_TEST_PG_PORT")
     if not host or not port:
-        msg = "DTX_TEST_PG_HOST / DTX_TEST_PG_PORT are not set: no PostgreSQL for the bank tests"
+        msg = "DTX_TEST_PG_HOST / DTX_TEST_PG_PORT are not set: no PostgreSQL for these tests"
         if os.environ.get("DTX_REQUIRE_PG") == "1":
             pytest.fail(msg + " (DTX_REQUIRE_PG=1)", pytrace=False)
         pytest.skip(msg)

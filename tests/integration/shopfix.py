@@ -19,7 +19,6 @@ private node to restart), and the checks of what a user sees.
 import base64
 import json
 import os
-import shutil
 import signal
 import subprocess
 import urllib.parse
@@ -30,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from amqpfix import PrivateBroker  # noqa: F401 (for test_shop.py)
+from bankfix import pg_database, psql
 from dtxtest import Dtxd, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,35 +143,13 @@ PG_TABLES = "orders, items, reservations, accounts, charges, dtx_barrier"
 
 def pg_databases():
     """{"order": conninfo, "stock": ..., "payment": ...} on the test
-    PostgreSQL (DTX_TEST_PG_HOST / DTX_TEST_PG_PORT; skipped without them,
-    failed with DTX_REQUIRE_PG=1), each database created if missing and
-    emptied of the shop's tables."""
-    host, port = os.environ.get("DTX_TEST_PG_HOST"), os.environ.get("DTX_TEST_PG_PORT")
-    if not host or not port:
-        msg = "DTX_TEST_PG_HOST / DTX_TEST_PG_PORT are not set: no PostgreSQL for the shop tests"
-        if os.environ.get("DTX_REQUIRE_PG") == "1":
-            pytest.fail(msg + " (DTX_REQUIRE_PG=1)", pytrace=False)
-        pytest.skip(msg)
-    psql = shutil.which("psql")
-    if psql is None:
-        pytest.fail("psql not found (postgresql-client)", pytrace=False)
-    base = f"host={host} port={port} user=postgres"
-
-    def run(dbname, sql):
-        r = subprocess.run([psql, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-                            f"{base} dbname={dbname}", "-c", sql],
-                           capture_output=True, text=True, timeout=30)
-        if r.returncode != 0:
-            pytest.fail(f"psql {dbname}: {sql}: {r.stderr.strip()}", pytrace=False)
-        return r.stdout.strip()
-
+    PostgreSQL (bankfix.pg_conninfo: skipped without it, failed with
+    DTX_REQUIRE_PG=1), each database created if missing and emptied of the
+    shop's tables."""
     out = {}
     for name in ("order", "stock", "payment"):
-        db = f"shop_{name}"
-        if run("postgres", f"SELECT 1 FROM pg_database WHERE datname = '{db}'") != "1":
-            run("postgres", f"CREATE DATABASE {db}")
-        run(db, f"DROP TABLE IF EXISTS {PG_TABLES}")
-        out[name] = f"{base} dbname={db}"
+        out[name] = pg_database(f"shop_{name}")
+        psql(out[name], f"DROP TABLE IF EXISTS {PG_TABLES}")
     return out
 
 
