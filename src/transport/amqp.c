@@ -76,17 +76,24 @@ struct list {
     struct pub *head, *tail;
 };
 
-/* One call, from amqp_call() to its callback. */
+/*
+ * One call, from amqp_call() to its callback. It is one allocation: the
+ * strings live in mem[] behind the struct, sized to fit, so that a small call
+ * stays under glibc's 1 KiB small-request limit (a larger malloc first
+ * consolidates the fast bins, which showed as 1.4 % of dtxd's time when this
+ * struct carried ~1.9 KB of fixed buffers). The error text is allocated only
+ * when there is one.
+ */
 struct pub {
-    struct pub *next;          /* todo / done */
-    struct pub *iprev, *inext; /* unconfirmed / awaiting */
-    struct pub *hnext;         /* hash chain (commands in flight) */
-    struct list *on;           /* the in-flight list it is on, or NULL */
-    struct amqp_target to;
+    struct pub *next;                   /* todo / done */
+    struct pub *iprev, *inext;          /* unconfirmed / awaiting */
+    struct pub *hnext;                  /* hash chain (commands in flight) */
+    struct list *on;                    /* the in-flight list it is on, or NULL */
+    const char *exchange, *routing_key; /* exchange "" = the default one */
     char *body;
     size_t body_len;
-    char *gid, *branch, *op, *type, *traceparent; /* traceparent may be NULL */
-    char message_id[512];
+    const char *gid, *branch, *op, *type, *traceparent; /* traceparent may be NULL */
+    const char *message_id;                             /* gid/branch/op */
     int command;          /* a reply ends it (else the confirm does) */
     uint64_t seq;         /* commands: the correlation id's number */
     char corr[48];        /* commands: "<nonce>.<seq>" */
@@ -99,7 +106,8 @@ struct pub {
     call_done_fn cb;
     void *arg;
     enum call_outcome outcome; /* set when settled */
-    char error[ERR_MAX];
+    char *error;               /* set when settled with one; malloc'ed */
+    char mem[];                /* the strings above point in here */
 };
 
 struct amqp_tp {
@@ -250,12 +258,7 @@ static struct pub *list_take(struct list *l)
 
 static void pub_free(struct pub *p)
 {
-    free(p->body);
-    free(p->gid);
-    free(p->branch);
-    free(p->op);
-    free(p->type);
-    free(p->traceparent);
+    free(p->error);
     free(p);
 }
 
@@ -369,7 +372,10 @@ static void hand_back(struct amqp_tp *t, struct pub *chain)
 static void settle(struct pub *p, enum call_outcome outcome, const char *error)
 {
     p->outcome = outcome;
-    copy(p->error, sizeof p->error, error);
+    free(p->error);
+    p->error = NULL;
+    if (error != NULL && error[0] != '\0')
+        p->error = xstrndup(error, ERR_MAX - 1);
 }
 
 /* Take p out of flight (its list and the hash) and append it to chain. */
@@ -585,8 +591,8 @@ static int publish(struct amqp_tp *t, struct pub *p)
         props.reply_to = amqp_cstring_bytes(t->reply_queue);
     }
     amqp_bytes_t body = {.len = p->body_len, .bytes = p->body};
-    int rc = amqp_basic_publish(t->conn, PUB_CHANNEL, amqp_cstring_bytes(p->to.exchange),
-                                amqp_cstring_bytes(p->to.routing_key), 1, 0, &props, body);
+    int rc = amqp_basic_publish(t->conn, PUB_CHANNEL, amqp_cstring_bytes(p->exchange),
+                                amqp_cstring_bytes(p->routing_key), 1, 0, &props, body);
     if (rc != AMQP_STATUS_OK) {
         char why[ERR_MAX];
         snprintf(why, sizeof why, "publish failed: %s", amqp_error_string2(rc));
@@ -626,7 +632,7 @@ static void confirm(struct amqp_tp *t, uint64_t tag, int multiple, int ack)
                 snprintf(why, sizeof why,
                          "unroutable: no queue is bound to exchange \"%.60s\" for routing key "
                          "\"%.60s\" (%.80s)",
-                         p->to.exchange, p->to.routing_key, p->reason);
+                         p->exchange, p->routing_key, p->reason);
                 settle(p, CALL_TRANSIENT, why);
                 land(t, p, &settled);
             } else if (p->command) {
@@ -993,11 +999,11 @@ static void on_async(uv_async_t *h)
         struct call_result res = {
             .outcome = p->outcome,
             .status = 0,
-            .error = p->outcome == CALL_SUCCESS ? NULL : p->error,
+            .error = p->outcome == CALL_SUCCESS ? NULL : (p->error != NULL ? p->error : ""),
         };
         if (p->outcome != CALL_SUCCESS)
             slog_debug("amqp call not successful", "message_id=%s err=\"%s\"", p->message_id,
-                       p->error);
+                       res.error);
         p->cb(p->arg, &res);
         pub_free(p);
         p = next;
@@ -1011,28 +1017,53 @@ static void wake(struct amqp_tp *t)
     (void)n; /* a full counter wakes the thread just as well */
 }
 
+/* Copy n bytes of s to *m, move *m past them; returns where they went. */
+static const char *put(char **m, const char *s, size_t n)
+{
+    char *at = *m;
+    memcpy(at, s, n);
+    *m += n;
+    return at;
+}
+
 static int amqp_call(struct transport *tp, const struct call_req *req, call_done_fn cb, void *arg)
 {
     struct amqp_tp *t = (struct amqp_tp *)tp;
-    struct pub *p = xcalloc(1, sizeof *p);
-    if (amqp_target_parse(req->url, &p->to) != 0 || req->timeout_ms == 0) {
-        free(p);
+    struct amqp_target to;
+    if (amqp_target_parse(req->url, &to) != 0 || req->timeout_ms == 0)
         return DTX_EINVAL;
-    }
+    const char *body = req->body != NULL ? req->body : "";
+    size_t body_len = req->body != NULL ? req->body_len : 0;
+    const char *tp_text = req->traceparent;
+    size_t n_ex = strlen(to.exchange) + 1, n_rk = strlen(to.routing_key) + 1;
+    size_t n_gid = strlen(req->gid) + 1, n_br = strlen(req->branch) + 1;
+    size_t n_op = strlen(req->op) + 1, n_ty = strlen(req->txn_type) + 1;
+    size_t n_tp = tp_text != NULL ? strlen(tp_text) + 1 : 0;
+    size_t n_id = n_gid + n_br + n_op; /* "gid/branch/op" and its NUL */
+    struct pub *p =
+        xmalloc(sizeof *p + n_ex + n_rk + n_gid + n_br + n_op + n_ty + n_tp + n_id + body_len + 1);
+    memset(p, 0, sizeof *p);
+    char *m = p->mem;
+    p->exchange = put(&m, to.exchange, n_ex);
+    p->routing_key = put(&m, to.routing_key, n_rk);
+    p->gid = put(&m, req->gid, n_gid);
+    p->branch = put(&m, req->branch, n_br);
+    p->op = put(&m, req->op, n_op);
+    p->type = put(&m, req->txn_type, n_ty);
+    if (tp_text != NULL)
+        p->traceparent = put(&m, tp_text, n_tp);
+    p->message_id = m;
+    m += sprintf(m, "%s/%s/%s", req->gid, req->branch, req->op) + 1;
+    p->body = m;
+    p->body_len = body_len;
+    memcpy(m, body, body_len);
+    m[body_len] = '\0';
     p->cb = cb;
     p->arg = arg;
     p->timeout_ms = req->timeout_ms;
     p->deadline_ms = clock_mono_ms() + req->timeout_ms;
     /* a msg step's action is a delivery; everything else waits for a reply */
     p->command = !(strcmp(req->op, "action") == 0 && strcmp(req->txn_type, "msg") == 0);
-    p->gid = xstrdup(req->gid);
-    p->branch = xstrdup(req->branch);
-    p->op = xstrdup(req->op);
-    p->type = xstrdup(req->txn_type);
-    p->traceparent = req->traceparent ? xstrdup(req->traceparent) : NULL;
-    p->body = xmemdup(req->body ? req->body : "", req->body ? req->body_len : 0);
-    p->body_len = req->body ? req->body_len : 0;
-    snprintf(p->message_id, sizeof p->message_id, "%s/%s/%s", req->gid, req->branch, req->op);
     pthread_mutex_lock(&t->mu);
     int was_empty = t->todo.head == NULL;
     list_push(&t->todo, p);
