@@ -304,6 +304,19 @@ void dtx_client_free(struct dtx_client *c);
 int dtx_client_set_timeout(struct dtx_client *c, int64_t timeout_ms);
 
 /*
+ * Give the client a RabbitMQ broker for Try calls over AMQP (dtx_tcc_try
+ * with an amqp:// try_url). broker_url: amqp://user:password@host:port/vhost
+ * (%2f is the / vhost), or amqps:// for TLS, where the broker's certificate
+ * and host name are verified against cacert (a PEM file of CAs) or, when
+ * cacert is NULL, the system's CAs. The connection is made at the first such
+ * Try and kept; replies come to a server-named exclusive queue of its own.
+ * Setting a broker again replaces the previous one. The password is kept
+ * only in memory, wiped when the client is freed, and never put in a
+ * message. Errors: DTX_EINVAL (c NULL, or not such a URL), DTX_ENOMEM.
+ */
+int dtx_client_set_amqp(struct dtx_client *c, const char *broker_url, const char *cacert);
+
+/*
  * What went wrong in the last call made with a client. Every client call
  * (dtx_create ... dtx_tcc_try) resets it first; it stays valid, and
  * unchanged, until the next call on the same client.
@@ -607,7 +620,17 @@ enum dtx_try_result {
  * within the client's timeout. Register the branch first (dtx_register_tcc).
  * OUT: *result. A participant that cannot be reached is DTX_TRY_TRANSIENT
  * (returns 0); dtx_client_last_error() then holds its status or libcurl's
- * error text. Errors: DTX_EINVAL, DTX_ENOMEM only.
+ * error text.
+ *
+ * try_url may also be amqp://<exchange>/<routing-key> (docs/API.md,
+ * "amqp:// targets") on a client given a broker (dtx_client_set_amqp): the
+ * Try is then a command published there (persistent, confirmed, message_id
+ * gid/branch/try) and its reply's Dtx-Result is the outcome: SUCCESS,
+ * FAILURE (the reply's body is in the last error's message), anything else
+ * or no reply within the client's timeout DTX_TRY_TRANSIENT.
+ *
+ * Errors: DTX_EINVAL (also an amqp:// try_url that is malformed or on a
+ * client without a broker), DTX_ENOMEM only.
  */
 int dtx_tcc_try(struct dtx_client *c, const char *try_url, const char *gid, const char *branch,
                 const char *payload, enum dtx_try_result *result);

@@ -6,7 +6,8 @@
 PG2PC_PKGS := libpq libcurl jansson sqlite3
 PG2PC_CFLAGS := -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -MMD -MP -Iinclude \
                 $(shell pkg-config --cflags $(PG2PC_PKGS))
-PG2PC_LIBS := $(shell pkg-config --libs $(PG2PC_PKGS)) -lpthread
+# linked like any libdtx program (its client pulls in the AMQP Try: rabbitmq-c, OpenSSL)
+PG2PC_LIBS = $(LIBDTX_LIBS) -lpthread
 
 # Explicit rules: they win over the Makefile's pattern rules for these files.
 $(B)/bench/pg2pc.o: bench/pg2pc.c

@@ -50,6 +50,8 @@ struct dtx_client {
     size_t answer_len, answer_cap;
     int answer_over; /* the answer passed ANSWER_MAX */
 
+    struct libdtx_amqp *amqp; /* dtx_client_set_amqp: amqp:// Tries */
+
     struct dtx_error err; /* points into the buffers below */
     char err_code[CODE_MAX];
     char err_field[FIELD_MAX];
@@ -169,9 +171,26 @@ void dtx_client_free(struct dtx_client *c)
     if (c->curl != NULL)
         curl_easy_cleanup(c->curl);
     curl_slist_free_all(c->api_headers);
+    libdtx_amqp_free(c->amqp);
     free(c->answer);
     free(c->base);
     free(c);
+}
+
+int dtx_client_set_amqp(struct dtx_client *c, const char *broker_url, const char *cacert)
+{
+    struct libdtx_amqp *a = NULL;
+    if (c == NULL)
+        return DTX_EINVAL;
+    clear_error(c);
+    int rc = libdtx_amqp_new(broker_url, cacert, &a);
+    if (rc != DTX_OK)
+        return fail(c, rc, "broker_url: %s",
+                    rc == DTX_EINVAL ? "expected amqp[s]://user:password@host:port/vhost"
+                                     : "out of memory");
+    libdtx_amqp_free(c->amqp);
+    c->amqp = a;
+    return DTX_OK;
 }
 
 int dtx_client_set_timeout(struct dtx_client *c, int64_t timeout_ms)
@@ -695,6 +714,23 @@ int dtx_list(struct dtx_client *c, const struct dtx_list_opts *opts, struct dtx_
 
 /* ---- the TCC Try ------------------------------------------------------- */
 
+/* dtx_tcc_try with an amqp:// try_url (amqp_try.c); arguments checked. */
+static int try_amqp(struct dtx_client *c, const char *try_url, const char *gid, const char *branch,
+                    const char *body, enum dtx_try_result *result)
+{
+    char exchange[256], routing_key[256];
+    if (libdtx_amqp_target(try_url, exchange, routing_key) != 0)
+        return fail(c, DTX_EINVAL,
+                    "try_url: expected amqp://<exchange>/<routing-key> (percent-encoded, "
+                    "each at most 255 bytes, not both empty)");
+    if (c->amqp == NULL)
+        return fail(c, DTX_EINVAL,
+                    "try_url: an amqp:// Try needs a broker: call dtx_client_set_amqp first");
+    libdtx_amqp_try(c->amqp, exchange, routing_key, gid, branch, body, c->timeout_ms, result,
+                    c->err_message, sizeof c->err_message);
+    return DTX_OK;
+}
+
 int dtx_tcc_try(struct dtx_client *c, const char *try_url, const char *gid, const char *branch,
                 const char *payload, enum dtx_try_result *result)
 {
@@ -724,6 +760,8 @@ int dtx_tcc_try(struct dtx_client *c, const char *try_url, const char *gid, cons
         if (rc != DTX_OK)
             return fail(c, rc, "payload: %s", rc == DTX_EINVAL ? "not JSON" : "out of memory");
     }
+    if (strncmp(try_url, "amqp://", 7) == 0)
+        return try_amqp(c, try_url, gid, branch, payload != NULL ? payload : "{}", result);
     snprintf(h_gid, sizeof h_gid, "Dtx-Gid: %s", gid);
     snprintf(h_branch, sizeof h_branch, "Dtx-Branch: %s", branch);
     snprintf(h_key, sizeof h_key, "Idempotency-Key: %s/%s/try", gid, branch);

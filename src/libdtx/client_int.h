@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "dtx.h"
 
@@ -48,5 +49,32 @@ LIBDTX_HIDDEN int libdtx_reply_txn(const char *text, size_t len, struct dtx_txn 
 /* Parse a list page, as libdtx_reply_txn. */
 LIBDTX_HIDDEN int libdtx_reply_list(const char *text, size_t len, struct dtx_txn_list **out,
                                     char *why, size_t whylen);
+
+/* ---- a TCC Try over RabbitMQ (amqp_try.c) ---- */
+
+struct libdtx_amqp;
+
+/*
+ * Parse a target "amqp://<exchange>/<routing-key>" (both parts
+ * percent-decoded, at most 255 bytes each, not both empty) into exchange and
+ * routing_key, 256 bytes each. 0, or -1 when it is not one.
+ */
+LIBDTX_HIDDEN int libdtx_amqp_target(const char *url, char *exchange, char *routing_key);
+
+/* A broker to call (amqp[s]://user:pass@host:port/vhost; cacert: PEM CA file
+ * or NULL for the system's). No connection yet. Errors: DTX_EINVAL, DTX_ENOMEM. */
+LIBDTX_HIDDEN int libdtx_amqp_new(const char *broker_url, const char *cacert,
+                                  struct libdtx_amqp **out);
+LIBDTX_HIDDEN void libdtx_amqp_free(struct libdtx_amqp *a);
+
+/*
+ * Publish a Try command (body: JSON text) and wait up to timeout_ms (0: no
+ * limit) for its reply. Always DTX_OK with *result; for anything but
+ * DTX_TRY_SUCCEEDED, why (whylen bytes) says what happened.
+ */
+LIBDTX_HIDDEN int libdtx_amqp_try(struct libdtx_amqp *a, const char *exchange,
+                                  const char *routing_key, const char *gid, const char *branch,
+                                  const char *body, int64_t timeout_ms, enum dtx_try_result *result,
+                                  char *why, size_t whylen);
 
 #endif
