@@ -10,7 +10,8 @@
  * '/' and with '.' for '/' (routes.h):
  *
  *   <queue>.saga.debit  .saga.debit-undo  .saga.credit  .saga.credit-undo
- *   <queue>.tcc.{debit,credit}.{confirm,cancel}      (the Try stays HTTP)
+ *   <queue>.tcc.{debit,credit}.{try,confirm,cancel}  (the Try from transfer
+ *                                                      --amqp-url)
  *   <queue>.2pc.{debit,credit}.{prepare,commit,rollback}
  *   <queue>.msg.credit  (a msg step: a delivery, no reply)
  *   <queue>.msg.check   (a msg's check: dtx_msg_check_*, no barrier)

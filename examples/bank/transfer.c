@@ -38,11 +38,15 @@
  * with '.' for '/' (A's /saga/debit is amqp://dtx.bank/<A's queue>.saga.debit;
  * the bank serves them with --amqp, see bank_amqp.c). That is the saga's
  * actions and compensations, tcc's confirm and cancel, 2pc's prepare,
- * commit and rollback, msg's delivery and check. What the client calls
- * itself stays HTTP: the tcc Try, msg's /msg/start, the payee check, and
- * all of xa (dtxd calls no bank URL in xa: --over does not apply). A
- * bank's queue is --from-queue / --to-queue, by default "bank.<port>" with
- * the port of --from / --to: the bank's own default for its --listen port.
+ * commit and rollback, msg's delivery and check. With --amqp-url (or
+ * DTX_AMQP_URL) the client publishes its tcc Trys there too
+ * (dtx_client_set_amqp: amqp://<exchange>/<queue>.tcc.<branch>.try, waiting
+ * --request-timeout-ms, default 5 s, for each reply); without it the Try
+ * stays HTTP. What else the client calls itself stays HTTP: msg's
+ * /msg/start, the payee check, and all of xa (dtxd calls no bank URL in xa:
+ * --over does not apply). A bank's queue is --from-queue / --to-queue, by
+ * default "bank.<port>" with the port of --from / --to: the bank's own
+ * default for its --listen port.
  *
  * The outcome is printed on stdout. Exit status: 0 the transfer succeeded
  * (with --wait) or was accepted by dtxd and will complete (without --wait);
@@ -80,6 +84,8 @@ struct opts {
     bool no_submit;             /* test aid: stop just before submit */
     bool amqp;                  /* --over amqp: dtxd calls the banks over RabbitMQ */
     const char *exchange;       /* --amqp-exchange */
+    const char *amqp_url;       /* --amqp-url: the Trys go over AMQP too */
+    const char *amqp_cacert;    /* --amqp-cacert */
     char from_queue[256], to_queue[256];
     bool quiet;
 };
@@ -100,6 +106,9 @@ static void usage(FILE *f)
                "  --from-queue Q, --to-queue Q  the banks' queues (default bank.<port of the\n"
                "                         --from / --to URL>, the bank's own default)\n"
                "  --amqp-exchange X      the banks' topic exchange (default dtx.bank)\n"
+               "  --amqp-url URL         with --over amqp: publish the tcc Trys to this broker\n"
+               "                         too (default $DTX_AMQP_URL; none: the Try is HTTP)\n"
+               "  --amqp-cacert FILE     CA file for an amqps:// --amqp-url\n"
                "  --no-submit            (test aid) do everything up to submit, then exit 3\n"
                "  --quiet                print only the final line\n");
 }
@@ -250,6 +259,10 @@ static int parse_args(int argc, char **argv, struct opts *o)
             snprintf(o->to_queue, sizeof o->to_queue, "%s", v);
         } else if (strcmp(a, "--amqp-exchange") == 0) {
             o->exchange = v;
+        } else if (strcmp(a, "--amqp-url") == 0) {
+            o->amqp_url = v;
+        } else if (strcmp(a, "--amqp-cacert") == 0) {
+            o->amqp_cacert = v;
         } else if (strcmp(a, "--gid") == 0) {
             o->gid = v;
         } else if (strcmp(a, "--wait-ms") == 0) {
@@ -278,6 +291,12 @@ static int parse_args(int argc, char **argv, struct opts *o)
     if (strcmp(over, "amqp") != 0 && strcmp(over, "http") != 0)
         return -1;
     o->amqp = strcmp(over, "amqp") == 0;
+    if (o->amqp_url == NULL && o->amqp) {
+        const char *env = getenv("DTX_AMQP_URL");
+        o->amqp_url = env != NULL && env[0] != '\0' ? env : NULL;
+    }
+    if (o->amqp_url != NULL && !o->amqp)
+        return -1; /* a broker for the Try only goes with --over amqp */
     if (o->amqp && (default_queue(o->from_url, o->from_queue, sizeof o->from_queue) != 0 ||
                     default_queue(o->to_url, o->to_queue, sizeof o->to_queue) != 0))
         return -1;
@@ -450,13 +469,25 @@ static enum dtx_try_result call_try(struct dtx_client *c, const struct opts *o, 
                                     const char *gid, const char *branch, const char *body)
 {
     enum dtx_try_result r = DTX_TRY_TRANSIENT;
+    /* over AMQP a bank that is down does not refuse the connection: its
+     * command waits in the queue, so wait for a reply as long as a call */
+    bool amqp = strncmp(url, "amqp://", 7) == 0;
+    if (amqp)
+        dtx_client_set_timeout(c, o->request_timeout_ms > 0 ? o->request_timeout_ms : 5000);
     for (int attempt = 0; attempt < 3; attempt++) {
-        if (dtx_tcc_try(c, url, gid, branch, body, &r) != 0)
-            return DTX_TRY_TRANSIENT;
+        if (dtx_tcc_try(c, url, gid, branch, body, &r) != 0) {
+            api_error(c, "try");
+            r = DTX_TRY_TRANSIENT;
+            break;
+        }
         if (r != DTX_TRY_TRANSIENT)
             break;
         nanosleep(&(struct timespec){0, 100000000L << attempt}, NULL);
     }
+    if (amqp)
+        dtx_client_set_timeout(c, 30000);
+    if (r == DTX_TRY_TRANSIENT)
+        note(o, "try %s: %s\n", branch, dtx_client_last_error(c)->message);
     note(o, "try %s: %s\n", branch,
          r == DTX_TRY_SUCCEEDED ? "reserved"
          : r == DTX_TRY_FAILED  ? "refused"
@@ -480,12 +511,19 @@ static int run_tcc(struct dtx_client *c, const struct opts *o, const char *pa, c
     } side[2] = {{"debit", o->from_url, pa}, {"credit", o->to_url, pb}};
     bool all_reserved = true;
     for (int i = 0; i < 2 && all_reserved; i++) {
-        char try_url[URL_MAX + 32], confirm[URL_MAX * 3 + 64], cancel[URL_MAX * 3 + 64], p[2][32];
-        /* the Try is ours to call: always HTTP */
-        snprintf(try_url, sizeof try_url, "%s/tcc/%s/try", side[i].base, side[i].branch);
+        char try_url[URL_MAX * 3 + 64], confirm[URL_MAX * 3 + 64], cancel[URL_MAX * 3 + 64],
+            p[2][32];
+        char tp[32];
+        snprintf(tp, sizeof tp, "/tcc/%s/try", side[i].branch);
         snprintf(p[0], sizeof p[0], "/tcc/%s/confirm", side[i].branch);
         snprintf(p[1], sizeof p[1], "/tcc/%s/cancel", side[i].branch);
-        if (target_url(o, i == 0, p[0], confirm, sizeof confirm) != 0 ||
+        /* the Try is ours to call: over AMQP only with a broker of our own */
+        int trc = 0;
+        if (o->amqp_url != NULL)
+            trc = target_url(o, i == 0, tp, try_url, sizeof try_url);
+        else
+            snprintf(try_url, sizeof try_url, "%s%s", side[i].base, tp);
+        if (trc != 0 || target_url(o, i == 0, p[0], confirm, sizeof confirm) != 0 ||
             target_url(o, i == 0, p[1], cancel, sizeof cancel) != 0) {
             printf("error: a branch URL is too long\n");
             all_reserved = false;
@@ -694,6 +732,12 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     dtx_client_set_timeout(c, 30000);
+    if (o.amqp_url != NULL && dtx_client_set_amqp(c, o.amqp_url, o.amqp_cacert) != 0) {
+        fprintf(stderr,
+                "transfer: bad --amqp-url (expected amqp[s]://user:pass@host:port/vhost)\n");
+        dtx_client_free(c);
+        return EXIT_USAGE;
+    }
     char *pa = payload(o.from_acct, o.amount);
     char *pb = payload(o.to_acct, o.amount);
     int ex = EXIT_ERROR;

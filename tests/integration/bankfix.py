@@ -16,7 +16,8 @@ PostgreSQL settings from the environment.
   Bank                  one bank process: start/kill9/restart, accounts, faults;
                         with amqp=URL it also serves its branch operations
                         over RabbitMQ (bank --amqp, queue .queue)
-  amqp_extra(src, dst)  the transfer client's arguments for --over amqp
+  amqp_extra(src, dst)  the transfer client's arguments for --over amqp, the
+                        tcc Trys included (--amqp-url)
   transfer(...)         run the transfer client; returns a TransferResult
 """
 
@@ -474,10 +475,12 @@ class TransferResult:
 
 def amqp_extra(src, dst):
     """The transfer client's arguments that make dtxd call src's and dst's
-    banks (Bank, or (Bank, account)) over RabbitMQ."""
+    banks (Bank, or (Bank, account)) over RabbitMQ, and the client publish
+    its tcc Trys to their broker too."""
     a = src[0] if isinstance(src, tuple) else src
     b = dst[0] if isinstance(dst, tuple) else dst
-    return ["--over", "amqp", "--from-queue", a.queue, "--to-queue", b.queue]
+    return ["--over", "amqp", "--from-queue", a.queue, "--to-queue", b.queue,
+            "--amqp-url", a.amqp]
 
 
 def retry_arg(retry=None):

@@ -2,9 +2,10 @@
 The bank example over RabbitMQ end to end: dtxd (--amqp-url) calls the two
 real bank services (examples/bank/bank --amqp) through the topic exchange
 "dtx.bank", and each bank serves its queue with libdtx's AMQP participant
-loop; the real transfer client (--over amqp) drives every mode (saga, tcc,
-2pc, msg). The tcc Try and msg's local transaction stay HTTP (the client
-calls them itself); everything dtxd calls goes over AMQP.
+loop; the real transfer client (--over amqp --amqp-url) drives every mode
+(saga, tcc, 2pc, msg). Everything dtxd calls goes over AMQP, and so do the
+client's own tcc Trys (dtx_client_set_amqp); msg's local transaction and the
+payee check stay HTTP.
 
 What a user sees is checked: the transfer's exit status, dtxd's final state
 and the balances - money moves exactly once or not at all, nothing stays
@@ -141,7 +142,8 @@ def pg_env(tmp_path, dtxd_factory, broker):  # noqa: F811
 # the operations dtxd calls, per mode, as the bank logs them ("amqp <op>")
 AMQP_OPS = {
     "saga": [("A", "saga/debit"), ("B", "saga/credit")],
-    "tcc": [("A", "tcc/debit/confirm"), ("B", "tcc/credit/confirm")],
+    "tcc": [("A", "tcc/debit/try"), ("B", "tcc/credit/try"),
+            ("A", "tcc/debit/confirm"), ("B", "tcc/credit/confirm")],
     "2pc": [("A", "2pc/debit/prepare"), ("B", "2pc/credit/prepare"),
             ("A", "2pc/debit/commit"), ("B", "2pc/credit/commit")],
     "msg": [("B", "msg/credit"), ("A", "msg/check")],
@@ -255,7 +257,7 @@ def test_bank_down_while_transfers_are_submitted(tmp_path, dtxd_factory, broker,
     e = make_env(tmp_path, dtxd_factory, db, url, mgmt)
     try:
         slow = ["--retry", "100,500,1000", "--request-timeout-ms", "1000", "--timeout-ms", "60000"]
-        # tcc: the Trys are the client's own HTTP calls, made while B is up;
+        # tcc: the Trys are the client's own calls, made while B is up;
         # B goes down before the submit, so the confirms wait in its queue
         tcc = [new_gid("down-tcc") for _ in range(2)]
         for g in tcc:
