@@ -718,6 +718,18 @@ struct dtx_amqp_msg {
 typedef enum dtx_amqp_result (*dtx_amqp_handler)(void *arg, const struct dtx_amqp_msg *m,
                                                  char *reason, size_t cap);
 
+/*
+ * Told, from run()'s thread, how the loop is doing (a line without a
+ * password; arg is the handler's arg): "consuming <queue> on
+ * amqp://user@host:port/vhost" at each connect; "cannot connect: <why>; again
+ * in <ms> ms" (refused, unreachable, a login refused, TLS not verified, a
+ * queue declare refused); "connection lost: <why>; again in <ms> ms"; and
+ * "database error at BEGIN|the barrier|COMMIT of <message_id>: <error>; it
+ * is retried". Meant for the application's log; it runs on run()'s thread
+ * between messages, so it should be quick.
+ */
+typedef void (*dtx_amqp_status_fn)(void *arg, const char *line);
+
 struct dtx_amqp_opts {
     const char *broker_url;  /* amqp://user:pass@host:port/vhost or amqps://...; required */
     const char *queue;       /* the queue to consume (declared durable if missing); required */
@@ -727,6 +739,7 @@ struct dtx_amqp_opts {
     int max_attempts;        /* deliveries: handler runs before dead-lettering; 0: 100 */
     PGconn *pg;              /* barrier on PostgreSQL (dtx_barrier_pg_init done), or NULL */
     sqlite3 *sqlite;         /* barrier on SQLite, or NULL; at most one of the two */
+    dtx_amqp_status_fn on_status; /* or NULL: the loop says nothing */
 };
 
 struct dtx_amqp_participant;

@@ -385,6 +385,13 @@ static void *amqp_main(void *arg)
     return NULL;
 }
 
+/* The loop's own news (connects, lost connections, database errors). */
+static void on_status(void *arg, const char *line)
+{
+    struct bank_amqp *a = arg;
+    a->cfg.log("amqp: %s", line);
+}
+
 int bank_amqp_start(const struct bank_amqp_config *cfg, struct bank_amqp **out, char *err,
                     size_t errlen)
 {
@@ -410,6 +417,7 @@ int bank_amqp_start(const struct bank_amqp_config *cfg, struct bank_amqp **out, 
         .max_attempts = cfg->max_attempts,
         .pg = a->db->pg,
         .sqlite = a->db->lite,
+        .on_status = on_status,
     };
     int rc = dtx_amqp_participant_new(&o, on_message, a, &a->loop);
     if (rc != 0) {

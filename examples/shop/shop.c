@@ -345,6 +345,14 @@ static void nap(int ms)
         usleep(50 * 1000);
 }
 
+/* The participant loop's own news (connects, lost connections, database
+ * errors), in the service's log. */
+static void on_status(void *arg, const char *line)
+{
+    (void)arg;
+    shop_log("amqp: %s", line);
+}
+
 int shop_serve(const struct shop_service *s)
 {
     struct sigaction sa = {.sa_handler = on_signal};
@@ -380,6 +388,7 @@ int shop_serve(const struct shop_service *s)
         .prefetch = s->prefetch,
         .pg = c->pg,
         .sqlite = c->lite,
+        .on_status = on_status,
     };
     struct dtx_amqp_participant *p = NULL;
     int rc = dtx_amqp_participant_new(&o, shop_handle, &x, &p);

@@ -44,9 +44,13 @@
  * handler that takes more than about a minute loses the connection and its
  * message is redelivered (the barrier makes that harmless).
  *
- * The library prints nothing and logs nothing; the password is wiped from
- * memory when the loop is freed.
+ * The library prints nothing and logs nothing itself: every connect, every
+ * lost or refused connection (with the reason) and every database error is
+ * told to on_status, if the application gave one, for its log. The
+ * password is never in those lines, and is wiped from memory when the loop
+ * is freed.
  */
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -56,13 +60,10 @@
 #include <time.h>
 
 #include <amqp.h>
-#include <amqp_ssl_socket.h>
-#include <amqp_tcp_socket.h>
 #include <libpq-fe.h>
-#include <openssl/ssl.h>
 #include <sqlite3.h>
 
-#include "dtx.h"
+#include "amqp_int.h"
 
 #define CH_CONSUME           1
 #define CH_PUBLISH           2
@@ -92,15 +93,16 @@ struct delivery {
 };
 
 struct dtx_amqp_participant {
-    char *host, *user, *password, *vhost;
-    int port, ssl;
-    char *queue, *dead_letter, *cacert, *conn_name;
+    struct libdtx_broker b;
+    char *queue, *dead_letter, *conn_name;
     int prefetch, max_attempts;
     PGconn *pg;
     sqlite3 *sqlite;
     dtx_amqp_handler handler;
+    dtx_amqp_status_fn on_status;
     void *arg;
     atomic_int stop;
+    char why[512]; /* run()'s: why the connection went (the first reason) */
     /* run()'s own */
     amqp_connection_state_t conn;
     uint64_t pub_seq;   /* the sequence number of channel 2's last publish */
@@ -128,19 +130,51 @@ static int stopping(struct dtx_amqp_participant *p)
     return atomic_load_explicit(&p->stop, memory_order_relaxed) != 0;
 }
 
-static uint64_t now_ms(void)
+/* Note why the connection must go (the first reason counts); -1. */
+static int failed(struct dtx_amqp_participant *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int failed(struct dtx_amqp_participant *p, const char *fmt, ...)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    if (p->why[0] == '\0') {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(p->why, sizeof p->why, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* As failed(), with what a failed RPC's reply says. */
+static int rpc_failed(struct dtx_amqp_participant *p, const char *what)
+{
+    char why[sizeof p->why];
+    libdtx_amqp_why(amqp_get_rpc_reply(p->conn), what, why, sizeof why);
+    return failed(p, "%s", why);
+}
+
+/* Tell the application (on_status) how the loop is doing, if it asked. */
+static void status(struct dtx_amqp_participant *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void status(struct dtx_amqp_participant *p, const char *fmt, ...)
+{
+    if (p->on_status == NULL)
+        return;
+    char line[sizeof p->why + 128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    p->on_status(p->arg, line);
 }
 
 /* Sleep ms, in slices, returning early once stop() is called. */
 static void nap(struct dtx_amqp_participant *p, int ms)
 {
-    uint64_t until = now_ms() + (uint64_t)ms;
+    uint64_t until = libdtx_now_ms() + (uint64_t)ms;
     while (!stopping(p)) {
-        uint64_t now = now_ms();
+        uint64_t now = libdtx_now_ms();
         if (now >= until)
             return;
         uint64_t left = until - now < 50 ? until - now : 50;
@@ -158,15 +192,6 @@ static struct timeval tv_of(int ms)
 {
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     return tv;
-}
-
-static amqp_table_entry_t entry_str(const char *key, const char *value)
-{
-    amqp_table_entry_t e;
-    e.key = amqp_cstring_bytes(key);
-    e.value.kind = AMQP_FIELD_KIND_UTF8;
-    e.value.value.bytes = amqp_cstring_bytes(value);
-    return e;
 }
 
 static void delivery_free(struct delivery *d)
@@ -190,15 +215,16 @@ static void pending_clear(struct dtx_amqp_participant *p)
 
 /* ---- the connection -------------------------------------------------------- */
 
-static int rpc_ok(struct dtx_amqp_participant *p)
+/* 0 when the last RPC went well, else failed() with what it was. */
+static int rpc_ok(struct dtx_amqp_participant *p, const char *what)
 {
-    return amqp_get_rpc_reply(p->conn).reply_type == AMQP_RESPONSE_NORMAL ? 0 : -1;
+    return amqp_get_rpc_reply(p->conn).reply_type == AMQP_RESPONSE_NORMAL ? 0 : rpc_failed(p, what);
 }
 
 static int channel_open(struct dtx_amqp_participant *p, amqp_channel_t ch)
 {
     amqp_channel_open(p->conn, ch);
-    return rpc_ok(p);
+    return rpc_ok(p, "channel.open");
 }
 
 /*
@@ -215,37 +241,14 @@ static int declare(struct dtx_amqp_participant *p, const char *name)
         return 0;
     if (r.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION || r.reply.id != AMQP_CHANNEL_CLOSE_METHOD ||
         ((amqp_channel_close_t *)r.reply.decoded)->reply_code != AMQP_PRECONDITION_FAILED)
-        return -1;
+        return rpc_failed(p, "queue.declare");
     amqp_channel_close_ok_t ok = {0};
-    if (amqp_send_method(p->conn, CH_CONSUME, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) != 0 ||
-        channel_open(p, CH_CONSUME) != 0)
+    if (amqp_send_method(p->conn, CH_CONSUME, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) != 0)
+        return failed(p, "queue.declare: could not answer the broker's channel.close");
+    if (channel_open(p, CH_CONSUME) != 0)
         return -1;
     amqp_queue_declare(p->conn, CH_CONSUME, amqp_cstring_bytes(name), 1, 0, 0, 0, amqp_empty_table);
-    return rpc_ok(p);
-}
-
-static int make_socket(struct dtx_amqp_participant *p, amqp_socket_t **out)
-{
-    if (!p->ssl) {
-        *out = amqp_tcp_socket_new(p->conn);
-        return *out != NULL ? 0 : -1;
-    }
-    amqp_socket_t *s = amqp_ssl_socket_new(p->conn);
-    if (s == NULL)
-        return -1;
-    amqp_ssl_socket_set_verify_peer(s, 1);
-    amqp_ssl_socket_set_verify_hostname(s, 1);
-    if (p->cacert != NULL) {
-        if (amqp_ssl_socket_set_cacert(s, p->cacert) != AMQP_STATUS_OK)
-            return -1;
-    } else {
-        /* rabbitmq-c loads no CA at all by default: use OpenSSL's */
-        SSL_CTX *ctx = amqp_ssl_socket_get_context(s);
-        if (ctx == NULL || SSL_CTX_set_default_verify_paths(ctx) != 1)
-            return -1;
-    }
-    *out = s;
-    return 0;
+    return rpc_ok(p, "queue.declare (passive)");
 }
 
 /*
@@ -257,37 +260,48 @@ static int conn_open(struct dtx_amqp_participant *p)
 {
     p->conn = amqp_new_connection();
     if (p->conn == NULL)
-        return -1;
-    amqp_socket_t *sock;
-    if (make_socket(p, &sock) != 0)
-        return -1;
+        return failed(p, "out of memory");
+    amqp_socket_t *sock = libdtx_broker_socket(&p->b, p->conn);
+    if (sock == NULL)
+        return failed(p, "cannot set up the %s socket (CA file %s)", p->b.ssl ? "TLS" : "TCP",
+                      p->b.cacert != NULL ? p->b.cacert : "of the system");
     struct timeval tv = tv_of(CONNECT_TIMEOUT_MS);
+    int rc = AMQP_STATUS_OK;
     if (amqp_set_handshake_timeout(p->conn, &tv) != AMQP_STATUS_OK ||
         amqp_set_rpc_timeout(p->conn, &tv) != AMQP_STATUS_OK ||
-        amqp_socket_open_noblock(sock, p->host, p->port, &tv) != AMQP_STATUS_OK)
-        return -1;
+        (rc = amqp_socket_open_noblock(sock, p->b.host, p->b.port, &tv)) != AMQP_STATUS_OK)
+        return failed(p, "cannot connect to %s:%d: %s", p->b.host, p->b.port,
+                      amqp_error_string2(rc));
 
-    amqp_table_entry_t caps[1];
+    /* a cancelled consumer is told (basic.cancel), and a refused login is
+     * a connection.close with its reason rather than a dropped socket */
+    amqp_table_entry_t caps[2];
     caps[0].key = amqp_cstring_bytes("consumer_cancel_notify");
     caps[0].value.kind = AMQP_FIELD_KIND_BOOLEAN;
     caps[0].value.value.boolean = 1;
+    caps[1].key = amqp_cstring_bytes("authentication_failure_close");
+    caps[1].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+    caps[1].value.value.boolean = 1;
     amqp_table_entry_t props[2];
-    props[0] = entry_str("connection_name", p->conn_name);
+    props[0] = libdtx_entry_str("connection_name", p->conn_name);
     props[1].key = amqp_cstring_bytes("capabilities");
     props[1].value.kind = AMQP_FIELD_KIND_TABLE;
-    props[1].value.value.table.num_entries = 1;
+    props[1].value.value.table.num_entries = 2;
     props[1].value.value.table.entries = caps;
     amqp_table_t table = {.num_entries = 2, .entries = props};
     amqp_rpc_reply_t r =
-        amqp_login_with_properties(p->conn, p->vhost, 0, AMQP_DEFAULT_FRAME_SIZE, HEARTBEAT_S,
-                                   &table, AMQP_SASL_METHOD_PLAIN, p->user, p->password);
-    if (r.reply_type != AMQP_RESPONSE_NORMAL)
-        return -1;
+        amqp_login_with_properties(p->conn, p->b.vhost, 0, AMQP_DEFAULT_FRAME_SIZE, HEARTBEAT_S,
+                                   &table, AMQP_SASL_METHOD_PLAIN, p->b.user, p->b.password);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        char why[sizeof p->why];
+        libdtx_amqp_why(r, "login", why, sizeof why);
+        return failed(p, "%s (user %s, vhost %s)", why, p->b.user, p->b.vhost);
+    }
 
     if (channel_open(p, CH_PUBLISH) != 0)
         return -1;
     amqp_confirm_select(p->conn, CH_PUBLISH);
-    if (rpc_ok(p) != 0)
+    if (rpc_ok(p, "confirm.select") != 0)
         return -1;
     p->pub_seq = p->confirmed = p->nacked = 0;
 
@@ -295,11 +309,11 @@ static int conn_open(struct dtx_amqp_participant *p)
         declare(p, p->dead_letter) != 0)
         return -1;
     amqp_basic_qos(p->conn, CH_CONSUME, 0, (uint16_t)p->prefetch, 0);
-    if (rpc_ok(p) != 0)
+    if (rpc_ok(p, "basic.qos") != 0)
         return -1;
     amqp_basic_consume(p->conn, CH_CONSUME, amqp_cstring_bytes(p->queue), amqp_empty_bytes, 0, 0, 0,
                        amqp_empty_table);
-    return rpc_ok(p);
+    return rpc_ok(p, "basic.consume");
 }
 
 /* Close (politely when `polite`: unacknowledged deliveries go back to the
@@ -328,20 +342,22 @@ static int on_deliver(struct dtx_amqp_participant *p, amqp_channel_t ch,
 {
     struct delivery *d = calloc(1, sizeof *d);
     if (d == NULL)
-        return -1;
+        return failed(p, "out of memory");
     d->tag = m->delivery_tag;
     d->redelivered = m->redelivered != 0;
     d->routing_key = strndup(m->routing_key.len > 0 ? (const char *)m->routing_key.bytes : "",
                              m->routing_key.len);
     if (d->routing_key == NULL) {
         free(d);
-        return -1;
+        return failed(p, "out of memory");
     }
     amqp_rpc_reply_t r = amqp_read_message(p->conn, ch, &d->msg, 0);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         free(d->routing_key); /* amqp_read_message cleaned up after itself */
         free(d);
-        return -1;
+        char why[sizeof p->why];
+        libdtx_amqp_why(r, "reading a delivery", why, sizeof why);
+        return failed(p, "%s", why);
     }
     const amqp_field_value_t *rk = header(&d->msg.properties, RKEY_HEADER);
     if (rk != NULL && (rk->kind == AMQP_FIELD_KIND_UTF8 || rk->kind == AMQP_FIELD_KIND_BYTES) &&
@@ -374,7 +390,7 @@ static int pump(struct dtx_amqp_participant *p, int ms)
     if (rc == AMQP_STATUS_TIMEOUT)
         return 0;
     if (rc != AMQP_STATUS_OK)
-        return -1;
+        return failed(p, "lost the connection: %s", amqp_error_string2(rc));
     if (f.frame_type != AMQP_FRAME_METHOD)
         return 1; /* content without its method: cannot happen, ignore */
     switch (f.payload.method.id) {
@@ -393,11 +409,17 @@ static int pump(struct dtx_amqp_participant *p, int ms)
         return 1;
     }
     case AMQP_CHANNEL_CLOSE_METHOD: {
+        const amqp_channel_close_t *m = f.payload.method.decoded;
+        failed(p, "the broker closed channel %u: %u %.*s", f.channel, m->reply_code,
+               (int)m->reply_text.len, (const char *)m->reply_text.bytes);
         amqp_channel_close_ok_t ok = {0};
         amqp_send_method(p->conn, f.channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
         return -1;
     }
     case AMQP_CONNECTION_CLOSE_METHOD: {
+        const amqp_connection_close_t *m = f.payload.method.decoded;
+        failed(p, "the broker closed the connection: %u %.*s", m->reply_code,
+               (int)m->reply_text.len, (const char *)m->reply_text.bytes);
         amqp_connection_close_ok_t ok = {0};
         amqp_send_method(p->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
         return -1;
@@ -406,13 +428,13 @@ static int pump(struct dtx_amqp_participant *p, int ms)
         /* a mandatory publish found no queue; its content follows */
         amqp_message_t m;
         if (amqp_read_message(p->conn, f.channel, &m, 0).reply_type != AMQP_RESPONSE_NORMAL)
-            return -1;
+            return failed(p, "lost the connection reading a returned message");
         amqp_destroy_message(&m);
         p->returned = 1;
         return 1;
     }
-    case AMQP_BASIC_CANCEL_METHOD:
-        return -1; /* the queue was deleted: declare it again */
+    case AMQP_BASIC_CANCEL_METHOD: /* the queue was deleted: declare it again */
+        return failed(p, "the broker cancelled the consumer of %s (queue deleted?)", p->queue);
     default:
         return 1;
     }
@@ -431,19 +453,27 @@ static int publish(struct dtx_amqp_participant *p, amqp_bytes_t rk, int mandator
                    const amqp_basic_properties_t *props, amqp_bytes_t body)
 {
     p->returned = 0;
-    if (amqp_basic_publish(p->conn, CH_PUBLISH, amqp_empty_bytes, rk, mandatory, 0, props, body) !=
-        AMQP_STATUS_OK)
-        return -1;
-    uint64_t seq = ++p->pub_seq, deadline = now_ms() + CONFIRM_TIMEOUT_MS;
+    int rc =
+        amqp_basic_publish(p->conn, CH_PUBLISH, amqp_empty_bytes, rk, mandatory, 0, props, body);
+    if (rc != AMQP_STATUS_OK)
+        return failed(p, "publish to %.*s: %s", (int)rk.len, (const char *)rk.bytes,
+                      amqp_error_string2(rc));
+    uint64_t seq = ++p->pub_seq, deadline = libdtx_now_ms() + CONFIRM_TIMEOUT_MS;
     while (p->confirmed < seq) {
-        uint64_t now = now_ms();
-        if (p->nacked >= seq || now >= deadline)
-            return -1;
+        uint64_t now = libdtx_now_ms();
+        if (p->nacked >= seq)
+            return failed(p, "the broker refused a message to %.*s (basic.nack)", (int)rk.len,
+                          (const char *)rk.bytes);
+        if (now >= deadline)
+            return failed(p, "no confirm from the broker within %d ms", CONFIRM_TIMEOUT_MS);
         uint64_t left = deadline - now;
         if (pump(p, left < WAIT_SLICE_MS ? (int)left : WAIT_SLICE_MS) < 0)
             return -1;
     }
-    return p->returned ? -1 : 0; /* the return comes before the confirm */
+    /* the return comes before the confirm */
+    return p->returned ? failed(p, "queue %.*s is missing (message returned)", (int)rk.len,
+                                (const char *)rk.bytes)
+                       : 0;
 }
 
 /*
@@ -458,7 +488,7 @@ static int republish(struct dtx_amqp_participant *p, const struct delivery *d, c
     int have = (props._flags & AMQP_BASIC_HEADERS_FLAG) ? props.headers.num_entries : 0;
     amqp_table_entry_t *h = calloc((size_t)have + 2, sizeof *h);
     if (h == NULL)
-        return -1;
+        return failed(p, "out of memory");
     int k = 0;
     for (int i = 0; i < have; i++) {
         const amqp_table_entry_t *e = &props.headers.entries[i];
@@ -469,9 +499,9 @@ static int republish(struct dtx_amqp_participant *p, const struct delivery *d, c
     }
     /* the routing key it was first published with (d->routing_key is that
      * already for a message republished before) */
-    h[k++] = entry_str(RKEY_HEADER, d->routing_key);
+    h[k++] = libdtx_entry_str(RKEY_HEADER, d->routing_key);
     if (value != NULL) {
-        h[k++] = entry_str(key, value);
+        h[k++] = libdtx_entry_str(key, value);
     } else {
         h[k].key = amqp_cstring_bytes(key);
         h[k].value.kind = AMQP_FIELD_KIND_I32;
@@ -493,7 +523,8 @@ static int dead_letter(struct dtx_amqp_participant *p, const struct delivery *d,
 
 static int ack(struct dtx_amqp_participant *p, const struct delivery *d)
 {
-    return amqp_basic_ack(p->conn, CH_CONSUME, d->tag, 0) == AMQP_STATUS_OK ? 0 : -1;
+    int rc = amqp_basic_ack(p->conn, CH_CONSUME, d->tag, 0);
+    return rc == AMQP_STATUS_OK ? 0 : failed(p, "basic.ack: %s", amqp_error_string2(rc));
 }
 
 const char *dtx_amqp_result_name(enum dtx_amqp_result r)
@@ -517,10 +548,10 @@ static int reply(struct dtx_amqp_participant *p, const struct delivery *d, const
 {
     const amqp_basic_properties_t *in = &d->msg.properties;
     amqp_table_entry_t h[4] = {
-        entry_str("Dtx-Result", dtx_amqp_result_name(res)),
-        entry_str("Dtx-Gid", c->gid),
-        entry_str("Dtx-Branch", c->branch),
-        entry_str("Dtx-Op", c->op),
+        libdtx_entry_str("Dtx-Result", dtx_amqp_result_name(res)),
+        libdtx_entry_str("Dtx-Gid", c->gid),
+        libdtx_entry_str("Dtx-Branch", c->branch),
+        libdtx_entry_str("Dtx-Op", c->op),
     };
     amqp_basic_properties_t props;
     memset(&props, 0, sizeof props);
@@ -721,6 +752,20 @@ static enum dtx_amqp_result call(struct dtx_amqp_participant *p, const struct dt
     return DTX_AMQP_RETRY; /* not a result: do not guess */
 }
 
+/* A database error at `what` for c: roll back, tell, and RETRY. */
+static enum dtx_amqp_result db_failed(struct dtx_amqp_participant *p, const char *what,
+                                      const struct cmd *c)
+{
+    char msg[300];
+    snprintf(msg, sizeof msg, "%s",
+             p->sqlite != NULL ? sqlite3_errmsg(p->sqlite) : PQerrorMessage(p->pg));
+    msg[strcspn(msg, "\n")] = '\0'; /* libpq ends its messages with a newline */
+    db_rollback(p);
+    status(p, "database error at %s of %s: %s; it is retried", what, c->message_id,
+           msg[0] != '\0' ? msg : "(no message)");
+    return DTX_AMQP_RETRY;
+}
+
 /* Run the handler for m, inside the barrier when there is one. */
 static enum dtx_amqp_result run_handler(struct dtx_amqp_participant *p, const struct cmd *c,
                                         const struct dtx_amqp_msg *m, char *reason)
@@ -730,17 +775,13 @@ static enum dtx_amqp_result run_handler(struct dtx_amqp_participant *p, const st
             PQreset(p->pg); /* as db_begin does: the check's handler uses it too */
         return call(p, m, reason);
     }
-    if (db_begin(p) != 0) {
-        db_rollback(p);
-        return DTX_AMQP_RETRY;
-    }
+    if (db_begin(p) != 0)
+        return db_failed(p, "BEGIN", c);
     enum dtx_barrier_result b;
     int rc = p->pg != NULL ? dtx_barrier_pg(p->pg, c->gid, c->branch, c->op, &b)
                            : dtx_barrier_sqlite(p->sqlite, c->gid, c->branch, c->op, &b);
-    if (rc != 0) {
-        db_rollback(p);
-        return DTX_AMQP_RETRY;
-    }
+    if (rc != 0)
+        return db_failed(p, "the barrier", c);
     enum dtx_amqp_result res;
     switch (b) {
     case DTX_BARRIER_APPLY:
@@ -760,10 +801,8 @@ static enum dtx_amqp_result run_handler(struct dtx_amqp_participant *p, const st
     }
     /* the barrier's rows of a duplicate, null undo or late op must stay */
     if (res == DTX_AMQP_SUCCESS || (b != DTX_BARRIER_APPLY && res != DTX_AMQP_RETRY)) {
-        if (db_commit(p) != 0) {
-            db_rollback(p);
-            return DTX_AMQP_RETRY;
-        }
+        if (db_commit(p) != 0)
+            return db_failed(p, "COMMIT", c);
     } else {
         db_rollback(p);
     }
@@ -786,9 +825,9 @@ static int delivery_retry(struct dtx_amqp_participant *p, const struct delivery 
     int pause = BACKOFF_MIN_MS;
     for (int i = 1; i < attempts && pause < BACKOFF_MAX_MS; i++)
         pause = backoff_next(pause);
-    uint64_t until = now_ms() + (uint64_t)pause;
+    uint64_t until = libdtx_now_ms() + (uint64_t)pause;
     while (!stopping(p)) {
-        uint64_t now = now_ms();
+        uint64_t now = libdtx_now_ms();
         if (now >= until)
             break;
         uint64_t left = until - now;
@@ -809,7 +848,7 @@ static int handle(struct dtx_amqp_participant *p, struct delivery *d)
     size_t len = d->msg.body.len;
     char *body = malloc(len + 1);
     if (body == NULL)
-        return -1;
+        return failed(p, "out of memory");
     if (len > 0)
         memcpy(body, d->msg.body.bytes, len);
     body[len] = '\0';
@@ -867,30 +906,6 @@ static int consume(struct dtx_amqp_participant *p)
 
 /* ---- the API ---------------------------------------------------------------- */
 
-static int parse_broker(struct dtx_amqp_participant *p, const char *url)
-{
-    char *tmp = strdup(url); /* amqp_parse_url decodes in place */
-    if (tmp == NULL)
-        return DTX_ENOMEM;
-    struct amqp_connection_info ci;
-    amqp_default_connection_info(&ci);
-    int rc = DTX_EINVAL;
-    if ((strncmp(url, "amqp://", 7) == 0 || strncmp(url, "amqps://", 8) == 0) &&
-        amqp_parse_url(tmp, &ci) == AMQP_STATUS_OK && ci.host[0] != '\0' && ci.port > 0 &&
-        ci.port <= 65535 && ci.vhost[0] != '\0') {
-        p->port = ci.port;
-        p->ssl = ci.ssl != 0;
-        p->host = strdup(ci.host);
-        p->user = strdup(ci.user);
-        p->password = strdup(ci.password);
-        p->vhost = strdup(ci.vhost);
-        rc = p->host && p->user && p->password && p->vhost ? 0 : DTX_ENOMEM;
-    }
-    explicit_bzero(tmp, strlen(url));
-    free(tmp);
-    return rc;
-}
-
 static int name_ok(const char *s)
 {
     return s != NULL && s[0] != '\0' && strlen(s) <= NAME_MAX_LEN;
@@ -910,7 +925,7 @@ int dtx_amqp_participant_new(const struct dtx_amqp_opts *o, dtx_amqp_handler h, 
     struct dtx_amqp_participant *p = calloc(1, sizeof *p);
     if (p == NULL)
         return DTX_ENOMEM;
-    int rc = parse_broker(p, o->broker_url);
+    int rc = libdtx_broker_parse(&p->b, o->broker_url, o->cacert);
     if (rc != 0)
         goto fail;
     rc = DTX_ENOMEM;
@@ -925,11 +940,6 @@ int dtx_amqp_participant_new(const struct dtx_amqp_opts *o, dtx_amqp_handler h, 
     if (o->dead_letter == NULL)
         snprintf(p->dead_letter, qlen + 6, "%s.dead", o->queue);
     snprintf(p->conn_name, qlen + 17, "dtx-participant %s", o->queue);
-    if (o->cacert != NULL) {
-        p->cacert = strdup(o->cacert);
-        if (p->cacert == NULL)
-            goto fail;
-    }
     rc = DTX_EINVAL;
     if (!name_ok(p->dead_letter) || strcmp(p->dead_letter, p->queue) == 0)
         goto fail;
@@ -938,6 +948,7 @@ int dtx_amqp_participant_new(const struct dtx_amqp_opts *o, dtx_amqp_handler h, 
     p->pg = o->pg;
     p->sqlite = o->sqlite;
     p->handler = h;
+    p->on_status = o->on_status;
     p->arg = arg;
     atomic_init(&p->stop, 0);
     *out = p;
@@ -953,16 +964,21 @@ int dtx_amqp_participant_run(struct dtx_amqp_participant *p)
         return DTX_EINVAL;
     int backoff = BACKOFF_MIN_MS;
     while (!stopping(p)) {
+        p->why[0] = '\0';
         if (conn_open(p) != 0) {
             conn_close(p, 0);
+            status(p, "cannot connect: %s; again in %d ms", p->why, backoff);
             nap(p, backoff);
             backoff = backoff_next(backoff);
             continue;
         }
         backoff = BACKOFF_MIN_MS;
+        status(p, "consuming %s on %s://%s@%s:%d/%s", p->queue, p->b.ssl ? "amqps" : "amqp",
+               p->b.user, p->b.host, p->b.port, p->b.vhost);
         int rc = consume(p);
         conn_close(p, rc == 0);
         if (rc != 0) {
+            status(p, "connection lost: %s; again in %d ms", p->why, backoff);
             nap(p, backoff);
             backoff = backoff_next(backoff);
         }
@@ -981,16 +997,9 @@ void dtx_amqp_participant_free(struct dtx_amqp_participant *p)
 {
     if (p == NULL)
         return;
-    if (p->password != NULL) {
-        explicit_bzero(p->password, strlen(p->password));
-        free(p->password);
-    }
-    free(p->host);
-    free(p->user);
-    free(p->vhost);
+    libdtx_broker_free(&p->b);
     free(p->queue);
     free(p->dead_letter);
-    free(p->cacert);
     free(p->conn_name);
     free(p);
 }

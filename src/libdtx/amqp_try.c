@@ -39,19 +39,15 @@
 #include <unistd.h>
 
 #include <amqp.h>
-#include <amqp_ssl_socket.h>
-#include <amqp_tcp_socket.h>
-#include <openssl/ssl.h>
 
-#include "client_int.h"
+#include "amqp_int.h"
 
 #define CHANNEL            1
 #define CONNECT_TIMEOUT_MS 5000
 #define SHORTSTR_MAX       255 /* exchange, routing key, message_id, queue name */
 
 struct libdtx_amqp {
-    char *host, *user, *password, *vhost, *cacert;
-    int port, ssl;
+    struct libdtx_broker b;
     amqp_connection_state_t conn; /* NULL when not connected */
     char reply_queue[SHORTSTR_MAX + 1];
     char nonce[17]; /* hex, fresh per connection */
@@ -59,22 +55,6 @@ struct libdtx_amqp {
     uint64_t published, acked, nacked;
     int returned; /* a basic.return came for the publish in flight */
 };
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static amqp_table_entry_t entry_str(const char *key, const char *value)
-{
-    amqp_table_entry_t e;
-    e.key = amqp_cstring_bytes(key);
-    e.value.kind = AMQP_FIELD_KIND_UTF8;
-    e.value.value.bytes = amqp_cstring_bytes(value);
-    return e;
-}
 
 static int hexval(int ch)
 {
@@ -128,36 +108,12 @@ int libdtx_amqp_target(const char *url, char *exchange, char *routing_key)
 int libdtx_amqp_new(const char *broker_url, const char *cacert, struct libdtx_amqp **out)
 {
     *out = NULL;
-    if (broker_url == NULL ||
-        (strncmp(broker_url, "amqp://", 7) != 0 && strncmp(broker_url, "amqps://", 8) != 0))
-        return DTX_EINVAL;
-    char *tmp = strdup(broker_url); /* amqp_parse_url decodes in place */
     struct libdtx_amqp *a = calloc(1, sizeof *a);
-    if (tmp == NULL || a == NULL) {
-        free(tmp);
-        free(a);
+    if (a == NULL)
         return DTX_ENOMEM;
-    }
-    struct amqp_connection_info ci;
-    amqp_default_connection_info(&ci);
-    int rc = DTX_EINVAL;
-    if (amqp_parse_url(tmp, &ci) == AMQP_STATUS_OK && ci.host[0] != '\0' && ci.port > 0 &&
-        ci.port <= 65535 && ci.vhost[0] != '\0') {
-        a->port = ci.port;
-        a->ssl = ci.ssl != 0;
-        a->host = strdup(ci.host);
-        a->user = strdup(ci.user);
-        a->password = strdup(ci.password);
-        a->vhost = strdup(ci.vhost);
-        a->cacert = cacert != NULL ? strdup(cacert) : NULL;
-        rc = a->host && a->user && a->password && a->vhost && (cacert == NULL || a->cacert)
-                 ? DTX_OK
-                 : DTX_ENOMEM;
-    }
-    explicit_bzero(tmp, strlen(broker_url));
-    free(tmp);
+    int rc = libdtx_broker_parse(&a->b, broker_url, cacert);
     if (rc != DTX_OK) {
-        libdtx_amqp_free(a);
+        free(a);
         return rc;
     }
     *out = a;
@@ -181,58 +137,8 @@ void libdtx_amqp_free(struct libdtx_amqp *a)
     if (a == NULL)
         return;
     disconnect(a, 1);
-    if (a->password != NULL)
-        explicit_bzero(a->password, strlen(a->password));
-    free(a->host);
-    free(a->user);
-    free(a->password);
-    free(a->vhost);
-    free(a->cacert);
+    libdtx_broker_free(&a->b);
     free(a);
-}
-
-/* What the last RPC's failure was, for `why`. */
-static void rpc_why(amqp_rpc_reply_t r, const char *what, char *why, size_t whylen)
-{
-    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
-        snprintf(why, whylen, "%s: %s", what, amqp_error_string2(r.library_error));
-    } else if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
-               r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
-        const amqp_connection_close_t *m = r.reply.decoded;
-        snprintf(why, whylen, "%s: the broker closed the connection: %u %.*s", what, m->reply_code,
-                 (int)m->reply_text.len, (const char *)m->reply_text.bytes);
-    } else if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
-               r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-        const amqp_channel_close_t *m = r.reply.decoded;
-        snprintf(why, whylen, "%s: the broker closed the channel: %u %.*s", what, m->reply_code,
-                 (int)m->reply_text.len, (const char *)m->reply_text.bytes);
-    } else {
-        snprintf(why, whylen, "%s failed", what);
-    }
-}
-
-static int make_socket(struct libdtx_amqp *a, amqp_socket_t **out)
-{
-    if (!a->ssl) {
-        *out = amqp_tcp_socket_new(a->conn);
-        return *out != NULL ? 0 : -1;
-    }
-    amqp_socket_t *s = amqp_ssl_socket_new(a->conn);
-    if (s == NULL)
-        return -1;
-    amqp_ssl_socket_set_verify_peer(s, 1);
-    amqp_ssl_socket_set_verify_hostname(s, 1);
-    if (a->cacert != NULL) {
-        if (amqp_ssl_socket_set_cacert(s, a->cacert) != AMQP_STATUS_OK)
-            return -1;
-    } else {
-        /* rabbitmq-c loads no CA at all by default: use OpenSSL's */
-        SSL_CTX *ctx = amqp_ssl_socket_get_context(s);
-        if (ctx == NULL || SSL_CTX_set_default_verify_paths(ctx) != 1)
-            return -1;
-    }
-    *out = s;
-    return 0;
 }
 
 /* Connect, log in, open the channel in confirm mode, declare and consume
@@ -242,52 +148,62 @@ static int connect_broker(struct libdtx_amqp *a, int64_t timeout_ms, char *why, 
     int ms =
         timeout_ms > 0 && timeout_ms < CONNECT_TIMEOUT_MS ? (int)timeout_ms : CONNECT_TIMEOUT_MS;
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    amqp_socket_t *sock = NULL;
     a->conn = amqp_new_connection();
     if (a->conn == NULL) {
         snprintf(why, whylen, "out of memory");
         return -1;
     }
-    if (make_socket(a, &sock) != 0) {
-        snprintf(why, whylen, "cannot set up the %s socket (CA file %s)", a->ssl ? "TLS" : "TCP",
-                 a->cacert != NULL ? a->cacert : "of the system");
+    amqp_socket_t *sock = libdtx_broker_socket(&a->b, a->conn);
+    if (sock == NULL) {
+        snprintf(why, whylen, "cannot set up the %s socket (CA file %s)", a->b.ssl ? "TLS" : "TCP",
+                 a->b.cacert != NULL ? a->b.cacert : "of the system");
         goto fail;
     }
     int rc = AMQP_STATUS_OK;
     if (amqp_set_handshake_timeout(a->conn, &tv) != AMQP_STATUS_OK ||
         amqp_set_rpc_timeout(a->conn, &tv) != AMQP_STATUS_OK ||
-        (rc = amqp_socket_open_noblock(sock, a->host, a->port, &tv)) != AMQP_STATUS_OK) {
-        snprintf(why, whylen, "cannot connect to the broker at %s:%d: %s", a->host, a->port,
+        (rc = amqp_socket_open_noblock(sock, a->b.host, a->b.port, &tv)) != AMQP_STATUS_OK) {
+        snprintf(why, whylen, "cannot connect to the broker at %s:%d: %s", a->b.host, a->b.port,
                  amqp_error_string2(rc));
         goto fail;
     }
     /* named, so that an operator sees whose connection it is */
     char name[64];
     snprintf(name, sizeof name, "dtx-client %ld", (long)getpid());
-    amqp_table_entry_t props[1] = {entry_str("connection_name", name)};
-    amqp_table_t table = {.num_entries = 1, .entries = props};
+    /* a refused login is a connection.close with its reason (403), not a
+     * dropped socket */
+    amqp_table_entry_t cap;
+    cap.key = amqp_cstring_bytes("authentication_failure_close");
+    cap.value.kind = AMQP_FIELD_KIND_BOOLEAN;
+    cap.value.value.boolean = 1;
+    amqp_table_entry_t props[2] = {libdtx_entry_str("connection_name", name)};
+    props[1].key = amqp_cstring_bytes("capabilities");
+    props[1].value.kind = AMQP_FIELD_KIND_TABLE;
+    props[1].value.value.table.num_entries = 1;
+    props[1].value.value.table.entries = &cap;
+    amqp_table_t table = {.num_entries = 2, .entries = props};
     amqp_rpc_reply_t r =
-        amqp_login_with_properties(a->conn, a->vhost, 0, AMQP_DEFAULT_FRAME_SIZE, 0, &table,
-                                   AMQP_SASL_METHOD_PLAIN, a->user, a->password);
+        amqp_login_with_properties(a->conn, a->b.vhost, 0, AMQP_DEFAULT_FRAME_SIZE, 0, &table,
+                                   AMQP_SASL_METHOD_PLAIN, a->b.user, a->b.password);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-        rpc_why(r, "broker login", why, whylen);
+        libdtx_amqp_why(r, "broker login", why, whylen);
         goto fail;
     }
     amqp_channel_open(a->conn, CHANNEL);
     if ((r = amqp_get_rpc_reply(a->conn)).reply_type != AMQP_RESPONSE_NORMAL) {
-        rpc_why(r, "channel.open", why, whylen);
+        libdtx_amqp_why(r, "channel.open", why, whylen);
         goto fail;
     }
     amqp_confirm_select(a->conn, CHANNEL);
     if ((r = amqp_get_rpc_reply(a->conn)).reply_type != AMQP_RESPONSE_NORMAL) {
-        rpc_why(r, "confirm.select", why, whylen);
+        libdtx_amqp_why(r, "confirm.select", why, whylen);
         goto fail;
     }
     amqp_queue_declare_ok_t *q =
         amqp_queue_declare(a->conn, CHANNEL, amqp_empty_bytes, 0, 0, 1, 1, amqp_empty_table);
     if ((r = amqp_get_rpc_reply(a->conn)).reply_type != AMQP_RESPONSE_NORMAL || q == NULL ||
         q->queue.len == 0 || q->queue.len > SHORTSTR_MAX) {
-        rpc_why(r, "declaring the reply queue", why, whylen);
+        libdtx_amqp_why(r, "declaring the reply queue", why, whylen);
         goto fail;
     }
     memcpy(a->reply_queue, q->queue.bytes, q->queue.len);
@@ -295,7 +211,7 @@ static int connect_broker(struct libdtx_amqp *a, int64_t timeout_ms, char *why, 
     amqp_basic_consume(a->conn, CHANNEL, amqp_cstring_bytes(a->reply_queue), amqp_empty_bytes, 0, 1,
                        1, amqp_empty_table);
     if ((r = amqp_get_rpc_reply(a->conn)).reply_type != AMQP_RESPONSE_NORMAL) {
-        rpc_why(r, "consuming the reply queue", why, whylen);
+        libdtx_amqp_why(r, "consuming the reply queue", why, whylen);
         goto fail;
     }
     unsigned char raw[8];
@@ -372,7 +288,7 @@ static enum step read_one(struct libdtx_amqp *a, const char *corr, int ms,
         amqp_message_t msg;
         amqp_rpc_reply_t r = amqp_read_message(a->conn, f.channel, &msg, 0);
         if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-            rpc_why(r, "reading a message", why, whylen);
+            libdtx_amqp_why(r, "reading a message", why, whylen);
             return STEP_BROKEN;
         }
         enum step st = STEP_MORE;
@@ -437,8 +353,9 @@ static int attempt(struct libdtx_amqp *a, const char *exchange, const char *rout
     char message_id[SHORTSTR_MAX + 1], corr[48];
     snprintf(message_id, sizeof message_id, "%s/%s/try", gid, branch);
     snprintf(corr, sizeof corr, "%s.%llu", a->nonce, (unsigned long long)++a->seq);
-    amqp_table_entry_t h[4] = {entry_str("Dtx-Gid", gid), entry_str("Dtx-Branch", branch),
-                               entry_str("Dtx-Op", "try"), entry_str("Dtx-Type", "tcc")};
+    amqp_table_entry_t h[4] = {
+        libdtx_entry_str("Dtx-Gid", gid), libdtx_entry_str("Dtx-Branch", branch),
+        libdtx_entry_str("Dtx-Op", "try"), libdtx_entry_str("Dtx-Type", "tcc")};
     amqp_basic_properties_t props;
     memset(&props, 0, sizeof props);
     props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
@@ -476,7 +393,7 @@ static int attempt(struct libdtx_amqp *a, const char *exchange, const char *rout
         }
         int wait_ms = 200;
         if (timeout_ms > 0) {
-            uint64_t spent = now_ms() - start;
+            uint64_t spent = libdtx_now_ms() - start;
             if (spent >= (uint64_t)timeout_ms) {
                 snprintf(why, whylen, "%s within %lld ms",
                          a->acked >= tag ? "no reply" : "no confirm from the broker",
@@ -501,7 +418,7 @@ int libdtx_amqp_try(struct libdtx_amqp *a, const char *exchange, const char *rou
                     const char *gid, const char *branch, const char *body, int64_t timeout_ms,
                     enum dtx_try_result *result, char *why, size_t whylen)
 {
-    uint64_t start = now_ms();
+    uint64_t start = libdtx_now_ms();
     why[0] = '\0';
     int reused = a->conn != NULL;
     /* a kept connection may have died while idle (a broker restart): then
@@ -509,7 +426,7 @@ int libdtx_amqp_try(struct libdtx_amqp *a, const char *exchange, const char *rou
      * is what the caller would do anyway (same message_id) */
     if (attempt(a, exchange, routing_key, gid, branch, body, timeout_ms, start, result, why,
                 whylen) &&
-        reused && (timeout_ms <= 0 || now_ms() - start < (uint64_t)timeout_ms))
+        reused && (timeout_ms <= 0 || libdtx_now_ms() - start < (uint64_t)timeout_ms))
         attempt(a, exchange, routing_key, gid, branch, body, timeout_ms, start, result, why,
                 whylen);
     return DTX_OK;

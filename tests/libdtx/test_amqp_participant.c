@@ -216,7 +216,10 @@ struct fx {
     atomic_int check_in_tx, work_in_tx; /* -1: not seen */
     atomic_int saw_msg_type;            /* a handler call had type "msg" */
     char rkeys[4][200];                 /* the routing key of the first calls */
+    char status[8192];                  /* on_status lines, under status_mu */
 };
+
+static pthread_mutex_t status_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static struct fx F;
 
@@ -284,6 +287,40 @@ static enum dtx_amqp_result handler(void *arg, const struct dtx_amqp_msg *m, cha
     return DTX_AMQP_SUCCESS;
 }
 
+/* on_status: keep the lines (as much as fits). */
+static void on_status(void *arg, const char *line)
+{
+    struct fx *f = arg;
+    pthread_mutex_lock(&status_mu);
+    size_t n = strlen(f->status);
+    snprintf(f->status + n, sizeof f->status - n, "%s\n", line);
+    pthread_mutex_unlock(&status_mu);
+}
+
+/* How many status lines so far hold needle, waiting up to ms for at least
+ * `want` of them. */
+static int status_count(const char *needle, int want, int ms)
+{
+    int n = 0;
+    for (int waited = 0;; waited += 20) {
+        n = 0;
+        pthread_mutex_lock(&status_mu);
+        for (const char *at = F.status; (at = strstr(at, needle)) != NULL; at += strlen(needle))
+            n++;
+        pthread_mutex_unlock(&status_mu);
+        if (n >= want || waited >= ms)
+            return n;
+        usleep(20 * 1000);
+    }
+}
+
+static void status_dump(void)
+{
+    pthread_mutex_lock(&status_mu);
+    fprintf(stderr, "status lines:\n%s", F.status);
+    pthread_mutex_unlock(&status_mu);
+}
+
 static void *run_main(void *arg)
 {
     struct fx *f = arg;
@@ -302,6 +339,7 @@ static void start_url(const char *url, int max_attempts, const char *cacert)
         .max_attempts = max_attempts,
         .pg = cur->kind == PG ? cur->pg : NULL,
         .sqlite = cur->kind == SQLITE ? cur->db : NULL,
+        .on_status = on_status,
     };
     assert_int_equal(dtx_amqp_participant_new(&o, handler, &F, &F.p), 0);
     F.run_rc = -100;
@@ -645,6 +683,12 @@ static void test_stop_unreachable(void **state)
     /* from another thread */
     start_url("amqp://guest:guest@127.0.0.1:1/%2f", 0, NULL);
     usleep(700 * 1000); /* several backoff rounds: 100, 200, 400 ms */
+    /* and says so each time, with the reason and the next pause */
+    if (status_count("cannot connect: cannot connect to 127.0.0.1:1: ", 3, 0) < 3 ||
+        status_count("; again in 200 ms", 1, 0) != 1) {
+        status_dump();
+        fail_msg("no 'cannot connect' status lines");
+    }
     clock_gettime(CLOCK_MONOTONIC, &t0);
     stop_join(2000);
     assert_true(elapsed_ms(&t0) < 600);
@@ -948,6 +992,14 @@ static void test_reconnect(void **state)
     delete_queue(F.c, F.queue);
     usleep(1000 * 1000); /* the loop redeclares it */
     assert_int_equal(ready(F.c, F.queue), 0);
+    /* it said why it reconnected, and that it consumes again */
+    char line[300];
+    snprintf(line, sizeof line, "connection lost: the broker cancelled the consumer of %s",
+             F.queue);
+    if (status_count(line, 1, 2000) != 1 || status_count("consuming ", 2, 2000) < 2) {
+        status_dump();
+        fail_msg("no status lines for the reconnect");
+    }
     send_cmd(g, "b2", "action", "x2", "{}");
     expect_reply("x2", "SUCCESS", "");
     assert_int_equal(atomic_load(&F.calls), 2);
@@ -960,6 +1012,64 @@ static void test_reconnect(void **state)
     expect_dead("unknown Dtx-Op", 5000);
     assert_int_equal(atomic_load(&F.calls), 2);
     stop_drained();
+}
+
+/* A wrong password: the loop keeps trying, and says that the broker
+ * refused the login (403), never with the password. */
+static void test_login_refused(void **state)
+{
+    (void)state;
+    need_broker();
+    char *tmp = strdup(amqp_url);
+    struct amqp_connection_info ci;
+    assert_non_null(tmp);
+    assert_int_equal(amqp_parse_url(tmp, &ci), AMQP_STATUS_OK);
+    char url[512];
+    snprintf(url, sizeof url, "amqp://%s:wrong-s3cret@%s:%d/%%2f", ci.user, ci.host, ci.port);
+    free(tmp);
+    start_url(url, 0, NULL);
+    int n = status_count("cannot connect: login: the broker closed the connection: 403 ", 1, 5000);
+    stop_join(3000);
+    pthread_mutex_lock(&status_mu);
+    int leaked = strstr(F.status, "wrong-s3cret") != NULL;
+    pthread_mutex_unlock(&status_mu);
+    if (n < 1 || leaked) {
+        status_dump();
+        fail_msg("%s",
+                 leaked ? "the password is in a status line" : "no login-refused status line");
+    }
+    assert_int_equal(atomic_load(&F.calls), 0);
+}
+
+/* SQLite busy (another connection holds the write lock): the command is
+ * RETRY - no reply, no effect - and the loop tells why; once the lock is
+ * gone the same command, sent again as dtxd would, applies. */
+static void test_database_error(void **state)
+{
+    (void)state;
+    need_broker();
+    if (cur->kind != SQLITE)
+        skip();
+    char g[96], want[300];
+    gid(g, sizeof g, "locked");
+    sqlite3_busy_timeout(cur->db, 100); /* the loop's connection, before it runs */
+    assert_int_equal(sqlite3_exec(cur->db_look, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
+    start(0);
+    send_cmd(g, "b1", "action", "l1", "{}");
+    snprintf(want, sizeof want, "database error at BEGIN of %s/b1/action: database is locked", g);
+    int n = status_count(want, 1, 5000);
+    expect_no_reply(500);
+    assert_int_equal(sqlite3_exec(cur->db_look, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    if (n != 1) {
+        status_dump();
+        fail_msg("no 'database error' status line");
+    }
+    assert_int_equal(effects(g), 0);
+    send_cmd(g, "b1", "action", "l2", "{}");
+    expect_reply("l2", "SUCCESS", "");
+    assert_int_equal(effects(g), 1);
+    stop_drained();
+    sqlite3_busy_timeout(cur->db, 5000);
 }
 
 /* ---- the management API (closing the loop's connection) -------------------------- */
@@ -1050,6 +1160,10 @@ static void test_connection_closed(void **state)
     assert_int_equal(closed, 1);
     send_cmd(g, "b2", "action", "k2", "{}");
     expect_reply("k2", "SUCCESS", "");
+    if (status_count("connection lost: the broker closed the connection: 320 ", 1, 2000) != 1) {
+        status_dump();
+        fail_msg("no status line for the closed connection");
+    }
     assert_int_equal(atomic_load(&F.calls), 2);
     stop_drained();
 }
@@ -1288,9 +1402,10 @@ int main(void)
         cmocka_unit_test(test_stop_unreachable),
     };
     const struct CMUnitTest no_barrier[] = {COMMON_TESTS, T(test_queue_with_arguments),
-                                            T(test_connection_closed), T(test_tls)};
+                                            T(test_connection_closed), T(test_tls),
+                                            T(test_login_refused)};
     const struct CMUnitTest barrier[] = {COMMON_TESTS, T(test_duplicate),
-                                         T(test_null_undo_then_late)};
+                                         T(test_null_undo_then_late), T(test_database_error)};
     int failed = 0;
 
     snprintf(run_prefix, sizeof run_prefix, "%ld-%ld", (long)getpid(), (long)time(NULL));

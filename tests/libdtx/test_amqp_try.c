@@ -460,6 +460,31 @@ static void test_connection_dropped_between_tries(void **state)
     assert_int_equal(effects(g), 2);
 }
 
+/* A wrong password: TRANSIENT, the broker's 403 in the message, never the
+ * password; nothing reaches the participant. */
+static void test_login_refused(void **state)
+{
+    (void)state;
+    need_broker();
+    char *tmp = strdup(amqp_url);
+    struct amqp_connection_info ci;
+    assert_non_null(tmp);
+    assert_int_equal(amqp_parse_url(tmp, &ci), AMQP_STATUS_OK);
+    char url[512], g[96], t[200];
+    snprintf(url, sizeof url, "amqp://%s:wrong-s3cret@%s:%d/%%2f", ci.user, ci.host, ci.port);
+    free(tmp);
+    gid(g, sizeof g, "login");
+    target(t, sizeof t);
+    start_participant();
+    assert_int_equal(dtx_client_set_amqp(F.c, url, NULL), 0);
+    enum dtx_try_result r = DTX_TRY_SUCCEEDED;
+    assert_int_equal(dtx_tcc_try(F.c, t, g, "a", "{}", &r), 0);
+    assert_int_equal(r, DTX_TRY_TRANSIENT);
+    assert_non_null(strstr(last_message(), "403"));
+    assert_null(strstr(last_message(), "wrong-s3cret"));
+    assert_int_equal(atomic_load(&F.calls), 0);
+}
+
 /* amqps:// with the CA that signed the broker's certificate works; with
  * the system's CAs (which did not) it is refused, and nothing is sent. */
 static void test_tls(void **state)
@@ -510,6 +535,7 @@ int main(void)
                                         broker_teardown),
         cmocka_unit_test_setup_teardown(test_connection_dropped_between_tries, broker_setup,
                                         broker_teardown),
+        cmocka_unit_test_setup_teardown(test_login_refused, broker_setup, broker_teardown),
         cmocka_unit_test_setup_teardown(test_tls, broker_setup, broker_teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
