@@ -345,6 +345,135 @@ static void handle_create(struct api *a, struct http_req *r)
     }
 }
 
+/* ---- a batch of creates (POST /v1/transactions:batch) ---------------- */
+
+/*
+ * Each item is created as its own transaction (engine_create, "wait" false),
+ * so the log's group commit takes them together; the answer, one result per
+ * item in order, goes out once every item that was accepted is durable.
+ * Items may complete inside engine_create (a gid that exists and is durable
+ * already), hence the extra count held while the items are handed out.
+ */
+struct batch;
+
+struct batch_ref {
+    struct batch *bt;
+    size_t i;
+};
+
+struct batch {
+    struct http_req *r;
+    size_t n, pending;
+    char **results;         /* each item's result object, rendered */
+    struct batch_ref *refs; /* the engine callbacks' args */
+};
+
+static char *render_item_error(int status, const char *code, const char *field, const char *message)
+{
+    struct buf b;
+    buf_init(&b, SIZE_MAX / 2);
+    buf_printf(&b, "{\"status\":%d,\"error\":{\"code\":", status);
+    put_str(&b, code);
+    buf_puts(&b, ",\"message\":");
+    put_str(&b, message);
+    buf_puts(&b, ",\"field\":");
+    if (field != NULL && field[0] != '\0')
+        put_str(&b, field);
+    else
+        buf_puts(&b, "null");
+    buf_puts(&b, "}}");
+    return buf_steal(&b, NULL);
+}
+
+static void batch_done_one(struct batch *bt)
+{
+    if (--bt->pending > 0)
+        return;
+    struct buf b;
+    buf_init(&b, SIZE_MAX / 2);
+    buf_puts(&b, "{\"results\":[");
+    for (size_t i = 0; i < bt->n; i++) {
+        if (i)
+            buf_puts(&b, ",");
+        buf_puts(&b, bt->results[i]);
+        free(bt->results[i]);
+    }
+    buf_puts(&b, "]}");
+    size_t len;
+    char *text = buf_steal(&b, &len);
+    http_req_respond(bt->r, 200, "application/json", text, len);
+    free(bt->results);
+    free(bt->refs);
+    free(bt);
+}
+
+static void on_batch_item(void *arg, const struct txn *t, int flags)
+{
+    struct batch_ref *ref = arg;
+    struct buf b;
+    buf_init(&b, SIZE_MAX / 2);
+    buf_printf(&b, "{\"status\":%d,\"transaction\":",
+               (flags & ENGINE_REPLY_TIMED_OUT) ? 202
+               : (flags & ENGINE_REPLY_CREATED) ? 201
+                                                : 200);
+    put_summary_fields(&b, t);
+    buf_puts(&b, "}}");
+    ref->bt->results[ref->i] = buf_steal(&b, NULL);
+    batch_done_one(ref->bt);
+}
+
+static void handle_batch(struct api *a, struct http_req *r)
+{
+    if (a->stopping) {
+        respond_error(r, 503, "shutting_down", NULL, "the coordinator is shutting down");
+        return;
+    }
+    struct batch_item *items = NULL;
+    size_t n = 0;
+    struct req_error err;
+    if (request_parse_batch(http_req_body(r), http_req_body_len(r), &a->cfg.limits, &items, &n,
+                            &err) != 0) {
+        respond_error(r, 400, err.code, err.field, err.message);
+        return;
+    }
+    struct batch *bt = xcalloc(1, sizeof *bt);
+    bt->r = r;
+    bt->n = n;
+    bt->pending = n + 1; /* released after the loop */
+    bt->results = xcalloc(n, sizeof *bt->results);
+    bt->refs = xcalloc(n, sizeof *bt->refs);
+    for (size_t i = 0; i < n; i++) {
+        struct batch_item *it = &items[i];
+        bt->refs[i] = (struct batch_ref){bt, i};
+        if (it->spec == NULL) {
+            bt->results[i] = render_item_error(400, it->err.code, it->err.field, it->err.message);
+            batch_done_one(bt);
+            continue;
+        }
+        char gid[160], field[64];
+        snprintf(gid, sizeof gid, "%s", it->spec->gid ? it->spec->gid : "");
+        struct txn_spec *spec = it->spec;
+        it->spec = NULL; /* engine_create takes it, whatever it answers */
+        int rc = engine_create(a->engine, spec, on_batch_item, &bt->refs[i]);
+        if (rc == 0)
+            continue;
+        snprintf(field, sizeof field, "transactions[%zu].gid", i);
+        if (rc == DTX_ECONFLICT) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "transaction with gid %s exists with a different body", gid);
+            bt->results[i] = render_item_error(409, "gid_conflict", field, msg);
+        } else if (rc == DTX_ECLOSED) {
+            bt->results[i] =
+                render_item_error(503, "shutting_down", NULL, "the coordinator is shutting down");
+        } else {
+            bt->results[i] = render_item_error(500, "internal", NULL, dtx_err_message(rc));
+        }
+        batch_done_one(bt);
+    }
+    request_batch_free(items, n);
+    batch_done_one(bt);
+}
+
 static void respond_not_found(struct http_req *r, const char *gid);
 
 static void handle_get(struct api *a, struct http_req *r, const char *gid)
@@ -655,6 +784,13 @@ void api_handle(void *arg, struct http_req *r)
             handle_list(a, r);
         else
             method_not_allowed(r, "GET, POST");
+        return;
+    }
+    if (strcmp(path, "/v1/transactions:batch") == 0) {
+        if (post)
+            handle_batch(a, r);
+        else
+            method_not_allowed(r, "POST");
         return;
     }
     if (strncmp(path, prefix, sizeof prefix - 1) == 0 && path[sizeof prefix - 1] == '/') {

@@ -603,20 +603,12 @@ static int parse_options(json_t *root, const struct req_limits *lim, struct txn_
  * frees with txn_spec_free, and err is untouched. On bad input returns
  * DTX_EINVAL with err filled and *out NULL.
  */
-int request_parse_create(const char *body, size_t len, const struct req_limits *lim,
-                         struct txn_spec **out, struct req_error *err)
+/* The create body root (any JSON value) into *out, as request_parse_create. */
+static int parse_create_obj(json_t *root, const struct req_limits *lim, struct txn_spec **out,
+                            struct req_error *err)
 {
     struct txn_spec *spec = NULL;
     *out = NULL;
-
-    json_error_t jerr;
-    json_t *root = json_loadb(body != NULL ? body : "", len, JSON_REJECT_DUPLICATES, &jerr);
-    if (root == NULL) {
-        char text[sizeof jerr.text];
-        return fail(err, REQ_ERR_INVALID_JSON, "",
-                    "the body is not valid JSON: %s (line %d, column %d)",
-                    ascii_text(jerr.text, text, sizeof text), jerr.line, jerr.column);
-    }
     if (!json_is_object(root)) {
         fail(err, REQ_ERR_INVALID_JSON, "", "the body must be a JSON object");
         goto fail;
@@ -674,15 +666,111 @@ int request_parse_create(const char *body, size_t len, const struct req_limits *
         goto fail;
     if (parse_options(root, lim, spec, err) != 0)
         goto fail;
-
-    json_decref(root);
     *out = spec;
     return 0;
 
 fail:
     txn_spec_free(spec);
-    json_decref(root);
     return DTX_EINVAL;
+}
+
+/* Parse body as JSON (any value): NULL with err filled. */
+static json_t *load_json(const char *body, size_t len, struct req_error *err)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(body != NULL ? body : "", len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        char text[sizeof jerr.text];
+        fail(err, REQ_ERR_INVALID_JSON, "", "the body is not valid JSON: %s (line %d, column %d)",
+             ascii_text(jerr.text, text, sizeof text), jerr.line, jerr.column);
+    }
+    return root;
+}
+
+int request_parse_create(const char *body, size_t len, const struct req_limits *lim,
+                         struct txn_spec **out, struct req_error *err)
+{
+    *out = NULL;
+    json_t *root = load_json(body, len, err);
+    if (root == NULL)
+        return DTX_EINVAL;
+    int rc = parse_create_obj(root, lim, out, err);
+    json_decref(root);
+    return rc;
+}
+
+int request_parse_batch(const char *body, size_t len, const struct req_limits *lim,
+                        struct batch_item **out, size_t *n, struct req_error *err)
+{
+    static const char *const batch_keys[] = {"transactions", NULL};
+    *out = NULL;
+    *n = 0;
+    json_t *root = load_json(body, len, err);
+    if (root == NULL)
+        return DTX_EINVAL;
+    int rc = DTX_EINVAL;
+    json_t *list = json_object_get(root, "transactions");
+    if (!json_is_object(root))
+        fail(err, REQ_ERR_INVALID_JSON, "", "the body must be a JSON object");
+    else if (check_keys(root, batch_keys, "", err) != 0)
+        ; /* err filled */
+    else if (list == NULL)
+        fail(err, REQ_ERR_MISSING_FIELD, "transactions", "transactions is required");
+    else if (!json_is_array(list))
+        fail(err, REQ_ERR_WRONG_TYPE, "transactions", "transactions must be an array");
+    else if (json_array_size(list) == 0)
+        fail(err, REQ_ERR_INVALID_VALUE, "transactions", "transactions must not be empty");
+    else if (json_array_size(list) > lim->max_batch)
+        fail(err, REQ_ERR_TOO_MANY_ITEMS, "transactions",
+             "transactions has %zu items, more than the maximum of %u", json_array_size(list),
+             lim->max_batch);
+    else
+        rc = 0;
+    if (rc != 0) {
+        json_decref(root);
+        return rc;
+    }
+    size_t count = json_array_size(list);
+    struct batch_item *items = xcalloc(count, sizeof *items);
+    for (size_t i = 0; i < count; i++) {
+        struct batch_item *it = &items[i];
+        json_t *wait = json_is_object(json_array_get(list, i))
+                           ? json_object_get(json_array_get(list, i), "wait")
+                           : NULL;
+        if (parse_create_obj(json_array_get(list, i), lim, &it->spec, &it->err) == 0 &&
+            json_is_true(wait)) {
+            txn_spec_free(it->spec);
+            it->spec = NULL;
+            fail(&it->err, REQ_ERR_INVALID_VALUE, "wait",
+                 "wait must be false in a batch: a batch is answered once its transactions "
+                 "are durable");
+        }
+        if (it->spec == NULL) {
+            /* the item's path, under the batch's, in the field and at the
+             * start of the message (which starts with the field's path) */
+            char field[sizeof it->err.field], message[sizeof it->err.message];
+            int whole = it->err.field[0] == '\0';
+            snprintf(field, sizeof field, "transactions[%zu]%s%s", i, whole ? "" : ".",
+                     it->err.field);
+            snprintf(message, sizeof message, "transactions[%zu]%s%s", i, whole ? ": " : ".",
+                     it->err.message);
+            snprintf(it->err.field, sizeof it->err.field, "%s", field);
+            snprintf(it->err.message, sizeof it->err.message, "%s", message);
+            utf8_trim(it->err.field);
+            utf8_trim(it->err.message);
+        }
+    }
+    json_decref(root);
+    *out = items;
+    *n = count;
+    return 0;
+}
+
+void request_batch_free(struct batch_item *items, size_t n)
+{
+    for (size_t i = 0; items != NULL && i < n; i++)
+        txn_spec_free(items[i].spec);
+    free(items);
 }
 
 /* Parse body as a JSON object (an empty body is {}): NULL with err filled. */

@@ -24,6 +24,7 @@
 #define REQ_ERR_UNKNOWN_FIELD    "unknown_field"
 #define REQ_ERR_TOO_MANY_STEPS   "too_many_steps"
 #define REQ_ERR_DEPENDENCY_CYCLE "dependency_cycle"
+#define REQ_ERR_TOO_MANY_ITEMS   "too_many_items"
 
 struct req_error {
     const char *code; /* one of REQ_ERR_* (static) */
@@ -33,6 +34,7 @@ struct req_error {
 
 struct req_limits {
     uint32_t max_steps;
+    uint32_t max_batch; /* transactions in one POST /v1/transactions:batch */
     uint32_t max_wait_ms;
     struct retry_policy default_retry;
     uint32_t default_request_timeout_ms;
@@ -57,6 +59,26 @@ struct req_limits {
  */
 int request_parse_create(const char *body, size_t len, const struct req_limits *lim,
                          struct txn_spec **out /* OUT */, struct req_error *err /* OUT */);
+
+/* One transaction of a batch: its spec, or NULL and why not. */
+struct batch_item {
+    struct txn_spec *spec;
+    struct req_error err; /* when spec is NULL; field under "transactions[i]" */
+};
+
+/*
+ * Decode a POST /v1/transactions:batch body: {"transactions": [...]} with 1
+ * to lim->max_batch create bodies. A body that is not such an object returns
+ * DTX_EINVAL with err filled. Otherwise returns 0 and *n items (free with
+ * request_batch_free), each decoded as request_parse_create does, except
+ * that "wait": true is refused (invalid_value): a batch is answered once its
+ * transactions are durable.
+ */
+int request_parse_batch(const char *body, size_t len, const struct req_limits *lim,
+                        struct batch_item **out /* OUT */, size_t *n /* OUT */,
+                        struct req_error *err /* OUT */);
+
+void request_batch_free(struct batch_item *items, size_t n);
 
 /* The URL a branch on PostgreSQL resource NAME holds for each of its
  * operations: RESOURCE_URL_PREFIX NAME (transport/pg_resource.h). */

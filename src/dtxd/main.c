@@ -50,6 +50,7 @@ struct options {
     const char *log_level;
     uint64_t max_body;
     uint64_t max_steps;
+    uint64_t max_batch;
     uint64_t max_wait_ms;
     uint64_t retry_initial_ms;
     uint64_t retry_max_ms;
@@ -95,6 +96,9 @@ static const struct opt_def opt_defs[] = {
      "log's 64 MiB record limit); larger is answered 413 (default 1048576)"},
     {"max-steps", "DTX_MAX_STEPS", OPT_U64, OFF(max_steps), 1, 10000,
      "most steps (saga, msg) or registered branches (tcc, 2pc) in one transaction (default 100)"},
+    {"max-batch", "DTX_MAX_BATCH", OPT_U64, OFF(max_batch), 1, 10000,
+     "most transactions in one POST /v1/transactions:batch (default 1000; the body is still "
+     "bound by --max-body)"},
     {"max-wait-ms", "DTX_MAX_WAIT_MS", OPT_U64, OFF(max_wait_ms), 1, 3600000,
      "upper bound of a request's wait_timeout_ms (default 60000)"},
     {"retry-initial-ms", "DTX_RETRY_INITIAL_MS", OPT_U64, OFF(retry_initial_ms), 1, 3600000,
@@ -230,6 +234,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         .log_level = "info",
         .max_body = 1u << 20,
         .max_steps = 100,
+        .max_batch = 1000,
         .max_wait_ms = 60000,
         .retry_initial_ms = 100,
         .retry_max_ms = 30000,
@@ -619,6 +624,7 @@ int main(int argc, char **argv)
         .limits =
             {
                 .max_steps = (uint32_t)o.max_steps,
+                .max_batch = (uint32_t)o.max_batch,
                 .max_wait_ms = (uint32_t)o.max_wait_ms,
                 .default_retry = {(uint32_t)o.retry_initial_ms, (uint32_t)o.retry_max_ms,
                                   (uint32_t)o.retry_limit},

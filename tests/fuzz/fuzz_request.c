@@ -3,7 +3,7 @@
  * (api/request.h), the first code that every client byte reaches.
  *
  * Each input is a request body and goes through every decoder: create,
- * branch registration for tcc and for 2pc, submit/abort control, and (as a
+ * a batch of creates, branch registration for tcc and for 2pc, submit/abort control, and (as a
  * NUL-terminated string) request_gid_ok. Beyond "no crash, no leak, no UB"
  * the target checks the contracts that the API layer and the engine rely on:
  *
@@ -34,6 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_STEPS 8
 #define MAX_WAIT  60000
+#define MAX_BATCH 4
 
 /* Like tests/unit/test_request.c: http://, https:// and a made-up queue://
  * serve every operation, amqp:// only msg deliveries; anything else is
@@ -57,6 +58,7 @@ static int resource_ok(void *arg, const char *name)
 
 static const struct req_limits lim = {
     .max_steps = MAX_STEPS,
+    .max_batch = MAX_BATCH,
     .max_wait_ms = MAX_WAIT,
     .default_retry = {.initial_ms = 100, .max_ms = 30000, .limit = 10},
     .default_request_timeout_ms = 10000,
@@ -82,10 +84,11 @@ static int is_utf8(const char *s)
 
 static void check_refusal(int rc, const struct req_error *err)
 {
-    static const char *const codes[] = {
-        REQ_ERR_INVALID_JSON,  REQ_ERR_MISSING_FIELD,  REQ_ERR_WRONG_TYPE,
-        REQ_ERR_INVALID_VALUE, REQ_ERR_INVALID_TYPE,   REQ_ERR_INVALID_URL,
-        REQ_ERR_UNKNOWN_FIELD, REQ_ERR_TOO_MANY_STEPS, REQ_ERR_DEPENDENCY_CYCLE};
+    static const char *const codes[] = {REQ_ERR_INVALID_JSON,     REQ_ERR_MISSING_FIELD,
+                                        REQ_ERR_WRONG_TYPE,       REQ_ERR_INVALID_VALUE,
+                                        REQ_ERR_INVALID_TYPE,     REQ_ERR_INVALID_URL,
+                                        REQ_ERR_UNKNOWN_FIELD,    REQ_ERR_TOO_MANY_STEPS,
+                                        REQ_ERR_DEPENDENCY_CYCLE, REQ_ERR_TOO_MANY_ITEMS};
     CHECK(rc == DTX_EINVAL);
     CHECK(err->code != NULL);
     int known = 0;
@@ -179,6 +182,34 @@ static void fuzz_create(const uint8_t *data, size_t size)
     txn_spec_free(spec);
 }
 
+/* A batch: refused as a whole, or each item a spec (checked as a create) or
+ * a refusal of its own whose field is under "transactions[i]". */
+static void fuzz_batch(const uint8_t *data, size_t size)
+{
+    struct batch_item *items = (struct batch_item *)1;
+    size_t n = 99;
+    struct req_error err = {0};
+    int rc = request_parse_batch((const char *)data, size, &lim, &items, &n, &err);
+    if (rc != 0) {
+        CHECK(items == NULL && n == 0);
+        check_refusal(rc, &err);
+        return;
+    }
+    CHECK(n >= 1 && n <= MAX_BATCH && items != NULL);
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].spec != NULL) {
+            CHECK(!items[i].spec->wait);
+            CHECK(items[i].spec->nsteps <= MAX_STEPS);
+            continue;
+        }
+        char prefix[40];
+        snprintf(prefix, sizeof prefix, "transactions[%zu]", i);
+        CHECK(strncmp(items[i].err.field, prefix, strlen(prefix)) == 0);
+        check_refusal(DTX_EINVAL, &items[i].err);
+    }
+    request_batch_free(items, n);
+}
+
 static void fuzz_branch(const uint8_t *data, size_t size, enum txn_type type)
 {
     struct step_spec s;
@@ -245,6 +276,7 @@ static void fuzz_gid(const uint8_t *data, size_t size)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fuzz_create(data, size);
+    fuzz_batch(data, size);
     fuzz_branch(data, size, TXN_TCC);
     fuzz_branch(data, size, TXN_2PC);
     fuzz_control(data, size);
