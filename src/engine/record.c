@@ -140,6 +140,8 @@ static int decode_branch(struct dec *d, struct branch *b, uint32_t idx, uint32_t
     return 0;
 }
 
+#define BRANCH_MIN_BYTES (1 + 4 + 4 + 8 + 4)
+
 static int decode_txn(struct dec *d, struct record *out, int v1)
 {
     struct txn *t = xcalloc(1, sizeof *t);
@@ -165,8 +167,11 @@ static int decode_txn(struct dec *d, struct record *out, int v1)
     }
     uint32_t n = dec_u32(d);
     t->durable = 1;
+    /* every branch holds at least its fixed-size fields (state, two attempt
+     * counters, updated_at, the count of `after`): a count the bytes left
+     * cannot hold is damage, refused before the array is allocated */
     if (d->err || t->gid == NULL || type >= TXN_TYPE_COUNT || state >= TXN_STATE_COUNT ||
-        n > MAX_BRANCHES || (flags & ~1u))
+        n > MAX_BRANCHES || n > d->left / BRANCH_MIN_BYTES || (flags & ~1u))
         return DTX_ECORRUPT;
     t->type = (enum txn_type)type;
     t->state = (enum txn_state)state;
