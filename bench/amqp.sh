@@ -27,7 +27,7 @@
 #      `amqp:///QUEUE` (payload {"account":"A","amount":1}) and
 #      "submit": true: dtxd logs it durably, publishes the message, waits for
 #      the broker's confirm, logs the delivery and the outcome ("succeeded").
-#      Two modes, COUNT transactions each:
+#      Three modes, COUNT transactions each:
 #      dtx       "wait": false: dtxd answers 201 "submitted" once the
 #                transaction is durable and delivers in the background, as a
 #                msg client uses it; loadgen keeps CONCURRENCY creates in
@@ -35,6 +35,11 @@
 #                moment dtxd lists no transaction "submitted", polled every
 #                10 ms once loadgen is done), i.e. until the last of them is
 #                "succeeded": the delivery rate, not the accept rate.
+#      dtx_batch as dtx, but BATCH transactions per request
+#                (POST /v1/transactions:batch, each its own transaction,
+#                answered once all are durable), BATCH_CONCURRENCY requests
+#                in flight: a producer that batches, as the baseline
+#                pipelines;
 #      dtx_wait  "wait": true: dtxd answers only once the transaction is
 #                "succeeded"; loadgen keeps WAIT_CONCURRENCY in flight.
 #                Measured: COUNT / (first create sent -> last "succeeded"
@@ -70,7 +75,10 @@
 #   CONCURRENCY=256      dtx: creates in flight (loadgen, closed loop)
 #   WAIT_CONCURRENCY=1000  dtx_wait: transactions in flight (dtxd serves at
 #                        most 1024 connections by default)
-#   MODES="baseline dtx dtx_wait"  modes to run, in order
+#   BATCH=50             dtx_batch: transactions per POST /v1/transactions:batch
+#                        (COUNT must be a multiple of it)
+#   BATCH_CONCURRENCY=8  dtx_batch: batch requests in flight
+#   MODES="baseline dtx dtx_batch dtx_wait"  modes to run, in order
 #   QUEUE=dtx.bench      the durable queue every mode publishes to
 #   DTXD_ARGS=...        extra dtxd options (default: --log-level warn)
 #   RMQ_ROOT=/tmp        where the node's temporary directory is made
@@ -88,7 +96,17 @@ WINDOW=${WINDOW:-4096}
 EXTRA_WINDOWS=${EXTRA_WINDOWS:-}
 CONCURRENCY=${CONCURRENCY:-256}
 WAIT_CONCURRENCY=${WAIT_CONCURRENCY:-1000}
-MODES=${MODES:-baseline dtx dtx_wait}
+MODES=${MODES:-baseline dtx dtx_batch dtx_wait}
+BATCH=${BATCH:-50}
+BATCH_CONCURRENCY=${BATCH_CONCURRENCY:-8}
+case " $MODES " in
+*" dtx_batch "*)
+    if [ $((COUNT % BATCH)) -ne 0 ]; then
+        echo "amqp.sh: COUNT ($COUNT) must be a multiple of BATCH ($BATCH)" >&2
+        exit 1
+    fi
+    ;;
+esac
 QUEUE=${QUEUE:-dtx.bench}
 DTXD_ARGS=${DTXD_ARGS:---log-level warn}
 RMQ_ROOT=${RMQ_ROOT:-/tmp}
@@ -401,14 +419,17 @@ msg_body() {
 # dtx: loadgen creates COUNT msg transactions with "wait": false (each
 # answered once durable, CONCURRENCY in flight) while dtxd delivers them; the
 # clock runs from loadgen's start until dtxd lists none still "submitted".
+# dtx_batch: the same, BATCH transactions per POST /v1/transactions:batch,
+# BATCH_CONCURRENCY requests in flight. dtx_async NAME IN_FLIGHT [loadgen args]
 dtx_async() {
-    local name=dtx pid poller t_end polls
-    log "$name: $COUNT msg transactions, wait false, $CONCURRENCY creates in flight; \
+    local name=$1 conc=$2 pid poller t_end polls
+    shift 2
+    log "$name: $COUNT msg transactions, wait false, $conc requests in flight${1:+ ($*)}; \
 until every one is succeeded"
     msg_body false >"$RUN_DIR/msg-async.json"
     measure_start
     "$LOADGEN" --mode dtx --dtxd "$DTXD_URL" --body "$RUN_DIR/msg-async.json" --wait false \
-        --count "$COUNT" --concurrency "$CONCURRENCY" >"$RUN_DIR/$name.out" 2>"$RUN_DIR/$name.err" &
+        --count "$COUNT" --concurrency "$conc" "$@" >"$RUN_DIR/$name.out" 2>"$RUN_DIR/$name.err" &
     pid=$!
     PIDS+=("$pid")
     wait_delivered "$DTXD_URL" "$pid" >"$RUN_DIR/$name.done" &
@@ -456,7 +477,7 @@ for mode in $MODES; do
             baseline "baseline_w$w" "$w"
         done
         ;;
-    dtx | dtx_wait)
+    dtx | dtx_batch | dtx_wait)
         if [ -z "$DTXD_PID" ]; then
             start_dtxd
             log "dtx warmup: $WARM msg transactions, wait true"
@@ -467,7 +488,11 @@ for mode in $MODES; do
             log "dtx warmup: queue got $(queue_depth "$WARM")"
             purge
         fi
-        if [ "$mode" = dtx ]; then dtx_async; else dtx_wait; fi
+        case $mode in
+        dtx) dtx_async dtx "$CONCURRENCY" ;;
+        dtx_batch) dtx_async dtx_batch "$BATCH_CONCURRENCY" --batch "$BATCH" ;;
+        *) dtx_wait ;;
+        esac
         ;;
     *)
         echo "amqp.sh: unknown mode $mode" >&2
@@ -491,6 +516,7 @@ row() {
     case $name in
     baseline*) lat="confirm $(field "$r" confirm_p50_ms) / $(field "$r" confirm_p99_ms)" ;;
     dtx) lat="create $(field "$r" p50_ms) / $(field "$r" p99_ms)" ;;
+    dtx_batch) lat="batch $(field "$r" p50_ms) / $(field "$r" p99_ms)" ;;
     *) lat="txn $(field "$r" p50_ms) / $(field "$r" p99_ms)" ;;
     esac
     printf '| %s | %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$label" "$COUNT" \
@@ -513,6 +539,8 @@ report() {
             done
             ;;
         dtx) row dtx "dtx: msg, wait false, $CONCURRENCY creates in flight, until all succeeded" ;;
+        dtx_batch) row dtx_batch "dtx: msg in batches of $BATCH (POST /v1/transactions:batch), \
+wait false, $BATCH_CONCURRENCY batches in flight, until all succeeded" ;;
         dtx_wait) row dtx_wait "dtx: msg, wait true, $WAIT_CONCURRENCY in flight" ;;
         esac
     done
@@ -520,6 +548,10 @@ report() {
     if [ -n "${RATE[baseline]:-}" ] && [ -n "${RATE[dtx]:-}" ]; then
         awk -v d="${RATE[dtx]}" -v b="${RATE[baseline]}" \
             'BEGIN { printf "dtx / baseline: %.2f (target >= 0.70)\n\n", d / b }'
+    fi
+    if [ -n "${RATE[baseline]:-}" ] && [ -n "${RATE[dtx_batch]:-}" ]; then
+        awk -v d="${RATE[dtx_batch]}" -v b="${RATE[baseline]}" \
+            'BEGIN { printf "dtx_batch / baseline: %.2f\n\n", d / b }'
     fi
     echo "Machine: $NPROC CPUs, $CPU_MODEL, $MEM RAM, Linux $KERNEL; load average at the start $LOAD0."
     echo "RabbitMQ $RMQ_VERSION, Erlang $ERL_VERSION, data on $RMQ_FS; librabbitmq $LIBRABBITMQ;"

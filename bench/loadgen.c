@@ -24,6 +24,10 @@
  *       saga (bench/amqp.sh: a msg with an amqp:// step and "submit": true),
  *       judged the same way: give --wait false when the body says
  *       "wait": false. --participant is then not needed.
+ *       With --batch N (and --wait false) each request is a
+ *       `POST URL/v1/transactions:batch` of N copies of the body, done when
+ *       dtxd answers 200 with N results of status 201; it counts as N
+ *       transactions (throughput, --count), and its latency is the request's.
  *   --mode baseline --participant URL
  *       one transaction = POST PARTICIPANT/a1, then, once it answered,
  *       POST PARTICIPANT/a2: the two calls dtxd would make, with the same
@@ -97,6 +101,7 @@ struct config {
     double rate;           /* transactions/s to start; 0 = closed loop */
     long count;            /* > 0: start exactly this many, then stop (no clock) */
     const char *body_file; /* dtx mode: post this file's content, not the saga */
+    long batch;            /* dtx mode: > 0: that many transactions per batch request */
 };
 
 /* One in-flight transaction and the easy handle that carries it. */
@@ -167,7 +172,9 @@ static void usage(void)
             "  --timeout-ms N    per-request timeout (default 60000)\n"
             "  --rate R          start R transactions/s (open loop); 0 = closed loop (default)\n"
             "  --count N         run exactly N transactions (no warmup, no clock), then stop\n"
-            "  --body FILE       dtx mode: post FILE's content instead of the 2-step saga\n");
+            "  --body FILE       dtx mode: post FILE's content instead of the 2-step saga\n"
+            "  --batch N         dtx mode, --wait false: N transactions per request, through\n"
+            "                    POST /v1/transactions:batch\n");
 }
 
 /* ---- small helpers ---- */
@@ -585,8 +592,25 @@ static int start_due(struct run *r, uint64_t now)
  * Judge a dtx answer from its status code and the top-level "status" field.
  * Returns NULL on success, else a reason written into reason[rlen].
  */
+/* A batch answer: 200 with cfg.batch results, each of status 201. */
+static const char *batch_judge(struct run *r, struct slot *s, long code, char *reason, size_t rlen)
+{
+    long created = 0, results = 0;
+    const char *p = s->resp.data != NULL ? s->resp.data : "";
+    for (const char *at = p; (at = strstr(at, "{\"status\":")) != NULL; at += 10) {
+        results++;
+        created += strncmp(at + 10, "201,", 4) == 0;
+    }
+    if (code == 200 && results == r->cfg.batch && created == results)
+        return NULL;
+    snprintf(reason, rlen, "HTTP %ld, %ld of %ld results created", code, created, r->cfg.batch);
+    return reason;
+}
+
 static const char *dtx_judge(struct run *r, struct slot *s, long code, char *reason, size_t rlen)
 {
+    if (r->cfg.batch > 0)
+        return batch_judge(r, s, code, reason, rlen);
     const char *st = NULL;
     size_t stlen = 0;
     if (s->resp_overflow) {
@@ -706,6 +730,8 @@ static void parse_args(struct config *c, int argc, char **argv)
             c->count = (long)parse_double(a, v, 1);
         else if (strcmp(a, "--body") == 0)
             c->body_file = v;
+        else if (strcmp(a, "--batch") == 0)
+            c->batch = (long)parse_double(a, v, 1);
         else if (strcmp(a, "--wait") == 0 && strcmp(v, "true") == 0)
             c->wait = true;
         else if (strcmp(a, "--wait") == 0 && strcmp(v, "false") == 0)
@@ -728,6 +754,12 @@ static void parse_args(struct config *c, int argc, char **argv)
         usage();
         exit(2);
     }
+    if (c->batch > 0 && (c->mode != MODE_DTX || c->wait)) {
+        fprintf(stderr, "loadgen: --batch needs --mode dtx and --wait false\n");
+        exit(2);
+    }
+    if (c->batch > 0 && c->count > 0)
+        c->count = (c->count + c->batch - 1) / c->batch; /* requests */
     if (c->count > 0) {
         /* a fixed amount of work: no warmup, no time limit, closed loop */
         c->rate = 0;
@@ -820,6 +852,22 @@ static void run_setup(struct run *r)
     if (r->cfg.mode == MODE_DTX) {
         r->dtx_url = join_url(r->cfg.dtxd, "/v1/transactions");
         r->dtx_body = r->cfg.body_file ? read_body(r->cfg.body_file) : saga_body(r);
+        if (r->cfg.batch > 0) {
+            /* {"transactions":[body,body,...]} to the batch endpoint */
+            struct buf b;
+            buf_init(&b, SIZE_MAX / 2);
+            buf_puts(&b, "{\"transactions\":[");
+            for (long i = 0; i < r->cfg.batch; i++) {
+                if (i)
+                    buf_puts(&b, ",");
+                buf_puts(&b, r->dtx_body);
+            }
+            buf_puts(&b, "]}");
+            free(r->dtx_body);
+            r->dtx_body = buf_steal(&b, NULL);
+            free(r->dtx_url);
+            r->dtx_url = join_url(r->cfg.dtxd, "/v1/transactions:batch");
+        }
         add_header(&r->dtx_hdrs, "Content-Type: application/json");
         add_header(&r->dtx_hdrs, "Expect:");
     }
@@ -944,7 +992,9 @@ static void report(struct run *r)
 {
     qsort(r->lat_us, r->lat_len, sizeof *r->lat_us, cmp_u32);
     size_t n = r->lat_len;
-    double tps = r->window_s > 0 ? (double)n / r->window_s : 0;
+    /* a batch request carries cfg.batch transactions */
+    size_t done = r->cfg.batch > 0 ? n * (size_t)r->cfg.batch : n;
+    double tps = r->window_s > 0 ? (double)done / r->window_s : 0;
     double mean_ms = 0;
     for (size_t i = 0; i < n; i++)
         mean_ms += r->lat_us[i];
@@ -962,10 +1012,12 @@ static void report(struct run *r)
                                    : "2-step saga, wait=false")
                : "a1 then a2, no coordinator");
     printf("concurrency   %ld%s\n", r->cfg.concurrency, r->cfg.rate > 0 ? " at most" : "");
+    if (r->cfg.batch > 0)
+        printf("batch         %ld transactions per request (latency: per request)\n", r->cfg.batch);
     if (r->cfg.rate > 0)
         printf("rate          %.1f transactions/s scheduled\n", r->cfg.rate);
     printf("window        %.1f s after %.1f s warmup\n", r->window_s, r->cfg.warmup_s);
-    printf("done          %zu transactions\n", n);
+    printf("done          %zu transactions\n", done);
     printf("throughput    %.1f transactions/s\n", tps);
     printf("latency ms    mean %.3f  p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f\n", mean_ms,
            p50, p90, p99, p999, max);
@@ -977,9 +1029,9 @@ static void report(struct run *r)
     printf("loadgen cpu   %.2f cores\n", r->cpu);
     printf("RESULT mode=%s wait=%s concurrency=%ld rate=%.1f duration_s=%.1f tps=%.1f p50_ms=%.3f "
            "p90_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f mean_ms=%.3f errors=%" PRIu64
-           " done=%zu loadgen_cpu=%.2f\n",
+           " done=%zu loadgen_cpu=%.2f batch=%ld\n",
            mode, wait, r->cfg.concurrency, r->cfg.rate, r->window_s, tps, p50, p90, p99, p999, max,
-           mean_ms, r->errors, n, r->cpu);
+           mean_ms, r->errors, done, r->cpu, r->cfg.batch);
     fflush(stdout);
 }
 
