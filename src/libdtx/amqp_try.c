@@ -274,6 +274,8 @@ static enum step read_one(struct libdtx_amqp *a, const char *corr, int ms,
         const amqp_basic_ack_t *m = f.payload.method.decoded;
         if (m->delivery_tag > a->acked)
             a->acked = m->delivery_tag;
+        if (m->delivery_tag < a->published)
+            a->returned = 0; /* a return before it was an earlier message's */
         return STEP_MORE;
     }
     case AMQP_BASIC_NACK_METHOD: {
@@ -293,7 +295,7 @@ static enum step read_one(struct libdtx_amqp *a, const char *corr, int ms,
         }
         enum step st = STEP_MORE;
         if (is_return) {
-            a->returned = 1; /* only one publish is ever in flight */
+            a->returned = 1; /* the message's ack follows (see the ack case) */
         } else if ((msg.properties._flags & AMQP_BASIC_CORRELATION_ID_FLAG) &&
                    bytes_is(&msg.properties.correlation_id, corr)) {
             const amqp_bytes_t *res = header_str(&msg.properties, "Dtx-Result");

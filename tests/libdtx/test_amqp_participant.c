@@ -48,6 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "amqp_testutil.h"
 #include "dtx.h"
 
 /* ---- the database seam ----------------------------------------------------- */
@@ -1020,13 +1021,8 @@ static void test_login_refused(void **state)
 {
     (void)state;
     need_broker();
-    char *tmp = strdup(amqp_url);
-    struct amqp_connection_info ci;
-    assert_non_null(tmp);
-    assert_int_equal(amqp_parse_url(tmp, &ci), AMQP_STATUS_OK);
     char url[512];
-    snprintf(url, sizeof url, "amqp://%s:wrong-s3cret@%s:%d/%%2f", ci.user, ci.host, ci.port);
-    free(tmp);
+    url_with_password(amqp_url, "wrong-s3cret", url, sizeof url);
     start_url(url, 0, NULL);
     int n = status_count("cannot connect: login: the broker closed the connection: 403 ", 1, 5000);
     stop_join(3000);
@@ -1074,67 +1070,12 @@ static void test_database_error(void **state)
 
 /* ---- the management API (closing the loop's connection) -------------------------- */
 
-static size_t collect(char *data, size_t size, size_t n, void *arg)
-{
-    struct {
-        char *buf;
-        size_t len;
-    } *b = arg;
-    char *nb = realloc(b->buf, b->len + size * n + 1);
-    assert_non_null(nb);
-    memcpy(nb + b->len, data, size * n);
-    b->len += size * n;
-    nb[b->len] = '\0';
-    b->buf = nb;
-    return size * n;
-}
-
-/* Close every connection named "dtx-participant <F.queue>" through the
- * management API at mgmt (http://user:pass@host:port); how many. */
+/* Close every connection named "dtx-participant <F.queue>"; how many. */
 static int close_loop_connections(const char *mgmt)
 {
-    char want[200], url[512];
+    char want[200];
     snprintf(want, sizeof want, "dtx-participant %s", F.queue);
-    snprintf(url, sizeof url, "%s/api/connections", mgmt);
-    struct {
-        char *buf;
-        size_t len;
-    } body = {NULL, 0};
-    CURL *h = curl_easy_init();
-    assert_non_null(h);
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
-    assert_int_equal(curl_easy_perform(h), CURLE_OK);
-    json_t *list = json_loads(body.buf, 0, NULL);
-    assert_true(json_is_array(list));
-    int closed = 0;
-    size_t i;
-    json_t *c;
-    json_array_foreach(list, i, c)
-    {
-        const char *name = json_string_value(json_object_get(c, "name"));
-        const char *given = json_string_value(
-            json_object_get(json_object_get(c, "client_properties"), "connection_name"));
-        if (name == NULL || given == NULL || strcmp(given, want) != 0)
-            continue;
-        char *esc = curl_easy_escape(h, name, 0);
-        snprintf(url, sizeof url, "%s/api/connections/%s", mgmt, esc);
-        curl_free(esc);
-        curl_easy_setopt(h, CURLOPT_URL, url);
-        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "DELETE");
-        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, NULL);
-        curl_easy_setopt(h, CURLOPT_WRITEDATA, stderr);
-        assert_int_equal(curl_easy_perform(h), CURLE_OK);
-        long status = 0;
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-        assert_true(status >= 200 && status < 300);
-        closed++;
-    }
-    json_decref(list);
-    free(body.buf);
-    curl_easy_cleanup(h);
-    return closed;
+    return mgmt_close_connections(mgmt, want);
 }
 
 /* The broker closes the loop's connection (as at a broker restart): the

@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "amqp_testutil.h"
 #include "dtx.h"
 
 static const char *amqp_url;
@@ -371,64 +372,12 @@ static void test_no_reply_then_late_reply(void **state)
     assert_int_equal(atomic_load(&F.calls), 2);
 }
 
-/* ---- the management API: close the client's connection -------------------- */
-
-struct body {
-    char *buf;
-    size_t len;
-};
-
-static size_t collect(char *data, size_t size, size_t n, void *arg)
-{
-    struct body *b = arg;
-    char *nb = realloc(b->buf, b->len + size * n + 1);
-    assert_non_null(nb);
-    memcpy(nb + b->len, data, size * n);
-    b->len += size * n;
-    nb[b->len] = '\0';
-    b->buf = nb;
-    return size * n;
-}
-
 /* Close this process's "dtx-client <pid>" connections; how many. */
 static int close_client_connections(const char *mgmt)
 {
-    char want[64], url[512];
+    char want[64];
     snprintf(want, sizeof want, "dtx-client %ld", (long)getpid());
-    snprintf(url, sizeof url, "%s/api/connections", mgmt);
-    struct body body = {NULL, 0};
-    CURL *h = curl_easy_init();
-    assert_non_null(h);
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
-    assert_int_equal(curl_easy_perform(h), CURLE_OK);
-    json_t *list = json_loads(body.buf, 0, NULL);
-    assert_true(json_is_array(list));
-    int closed = 0;
-    size_t i;
-    json_t *c;
-    json_array_foreach(list, i, c)
-    {
-        const char *name = json_string_value(json_object_get(c, "name"));
-        const char *given = json_string_value(
-            json_object_get(json_object_get(c, "client_properties"), "connection_name"));
-        if (name == NULL || given == NULL || strcmp(given, want) != 0)
-            continue;
-        char *esc = curl_easy_escape(h, name, 0);
-        snprintf(url, sizeof url, "%s/api/connections/%s", mgmt, esc);
-        curl_free(esc);
-        curl_easy_setopt(h, CURLOPT_URL, url);
-        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "DELETE");
-        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, NULL);
-        curl_easy_setopt(h, CURLOPT_WRITEDATA, stderr);
-        assert_int_equal(curl_easy_perform(h), CURLE_OK);
-        closed++;
-    }
-    json_decref(list);
-    free(body.buf);
-    curl_easy_cleanup(h);
-    return closed;
+    return mgmt_close_connections(mgmt, want);
 }
 
 /* The broker drops the kept connection between two Tries (as at a restart):
@@ -466,13 +415,8 @@ static void test_login_refused(void **state)
 {
     (void)state;
     need_broker();
-    char *tmp = strdup(amqp_url);
-    struct amqp_connection_info ci;
-    assert_non_null(tmp);
-    assert_int_equal(amqp_parse_url(tmp, &ci), AMQP_STATUS_OK);
     char url[512], g[96], t[200];
-    snprintf(url, sizeof url, "amqp://%s:wrong-s3cret@%s:%d/%%2f", ci.user, ci.host, ci.port);
-    free(tmp);
+    url_with_password(amqp_url, "wrong-s3cret", url, sizeof url);
     gid(g, sizeof g, "login");
     target(t, sizeof t);
     start_participant();
