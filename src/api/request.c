@@ -598,12 +598,8 @@ static int parse_options(json_t *root, const struct req_limits *lim, struct txn_
     return parse_wait(root, lim, &spec->wait, &spec->wait_timeout_ms, err);
 }
 
-/*
- * Decode and validate a create body. On success *out is a new spec the caller
- * frees with txn_spec_free, and err is untouched. On bad input returns
- * DTX_EINVAL with err filled and *out NULL.
- */
-/* The create body root (any JSON value) into *out, as request_parse_create. */
+/* Decode and validate the create body root (any JSON value) into *out, as
+ * request_parse_create does; err is untouched on success. */
 static int parse_create_obj(json_t *root, const struct req_limits *lim, struct txn_spec **out,
                             struct req_error *err)
 {
