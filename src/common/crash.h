@@ -57,6 +57,7 @@
     X("msg.after_deliver", "loop: a delivery's answer arrived, not recorded")                      \
     X("amqp.before_confirm", "RabbitMQ thread: a message is published, its confirm not seen")      \
     X("amqp.after_confirm", "RabbitMQ thread: the broker's ack arrived, not handed back")          \
+    X("amqp.after_reply", "RabbitMQ thread: a command's reply matched, not handed back")           \
     X("pg.before_commit_prepared", "loop: COMMIT PREPARED is about to be sent")                    \
     X("pg.after_commit_prepared", "loop: COMMIT PREPARED answered, not handed back")               \
     X("pg.before_rollback_prepared", "loop: ROLLBACK PREPARED is about to be sent")                \

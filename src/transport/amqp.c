@@ -795,6 +795,7 @@ static int on_reply(struct amqp_tp *t)
         amqp_destroy_message(&msg);
         return 0;
     }
+    CRASH_POINT("amqp.after_reply");
     settle(p, rep.outcome, rep.outcome == CALL_SUCCESS ? NULL : rep.error);
     struct list settled = {0};
     land(t, p, &settled);

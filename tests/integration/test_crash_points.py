@@ -16,7 +16,10 @@ quick pass) one run:
      that is refused), a tcc that confirms, a tcc that is aborted (cancels), a 2pc
      that commits, a 2pc with a no vote (rollbacks), a msg submitted at
      creation and a msg decided by its check; plus, with RabbitMQ
-     (DTX_TEST_AMQP_URL and _MGMT), a msg delivered to a queue, and with
+     (DTX_TEST_AMQP_URL and _MGMT; amqp.* points only), a msg delivered to
+     a queue and two sagas whose every call is an AMQP command answered by a
+     participant on a queue (one succeeds, one is refused at its second
+     step and compensated over AMQP), and with
      PostgreSQL (DTX_TEST_PG_HOST and _PORT), a 2pc over two resources that
      commits and one that rolls back. Every gid is the client's, so
      transactions whose creation was never answered are followed too. A
@@ -41,7 +44,9 @@ quick pass) one run:
          reverse; a committed 2pc prepared and committed every branch and
          rolled back none, a failed one committed none and rolled back every
          branch; msg delivered every step, in order, or none; the RabbitMQ
-         queue holds every step of every succeeded msg; PostgreSQL holds the
+         queue holds every step of every succeeded msg; the AMQP participant
+         saw the sagas' commands as the HTTP one sees its calls (by distinct
+         message_id); PostgreSQL holds the
          rows of every committed 2pc on both databases, of no failed one, and
          no dtx: prepared transaction of the sweep is left;
        - nothing is flagged needs_attention.
@@ -197,21 +202,59 @@ def gid_for(kind):
     return f"cs-{kind}-{uuid.uuid4().hex[:10]}"
 
 
+class AmqpCall:
+    """An AMQP command as the checks see an HTTP call (branch, op, key,
+    time, path: "/refuse" when it was refused)."""
+
+    def __init__(self, cmd, refused):
+        self.branch = cmd.headers.get("Dtx-Branch")
+        self.op = cmd.op
+        self.key = cmd.message_id
+        self.time = cmd.arrived
+        self.path = "/refuse" if refused else "/"
+
+    def __repr__(self):
+        return f"<amqp {self.key} {self.path}>"
+
+
 class Amqp:
-    """The RabbitMQ part of the workload (DTX_TEST_AMQP_URL / _MGMT)."""
+    """The RabbitMQ part of the workload (DTX_TEST_AMQP_URL / _MGMT): a queue
+    for msg deliveries, and a participant answering commands on another
+    (FAILURE for a payload {"refuse": true}, else SUCCESS)."""
 
     def __init__(self):
-        from amqpfix import Mgmt
+        from amqpfix import AmqpParticipant, Mgmt
 
         self.url = os.environ["DTX_TEST_AMQP_URL"]
         self.mq = Mgmt(os.environ["DTX_TEST_AMQP_MGMT"])
         self.queue = f"dtx-crash-{uuid.uuid4().hex[:8]}"
         self.mq.queue(self.queue)
+        self.cmd_queue = f"{self.queue}.cmd"
         self.got = []
+        self.participant = AmqpParticipant(self.url, self.cmd_queue, self.decide)
+
+    @staticmethod
+    def refuses(cmd):
+        return cmd.op == "action" and (cmd.json() or {}).get("refuse") is True
+
+    def decide(self, cmd):
+        return "FAILURE" if self.refuses(cmd) else "SUCCESS"
+
+    def calls(self, gid):
+        with self.participant.lock:
+            return [AmqpCall(c, self.refuses(c)) for c in self.participant.calls if c.gid == gid]
 
     def messages(self):
         self.got += [m["properties"]["message_id"] for m in self.mq.take(self.queue)]
         return self.got
+
+    def close(self):
+        self.participant.stop()
+        for q in (self.queue, self.cmd_queue):
+            try:
+                self.mq.call("DELETE", f"/api/queues/%2F/{q}")
+            except Exception:
+                pass
 
 
 class Pg:
@@ -267,6 +310,8 @@ class Run:
     def close(self):
         self.d.cleanup()
         self.p.close()
+        if self.amqp:
+            self.amqp.close()
 
     # -- requests -------------------------------------------------------
 
@@ -347,6 +392,15 @@ class Run:
             q = f"amqp:///{self.amqp.queue}"
             self.create(t, dict(wait, type="msg", submit=True, check=P.url("/check"),
                                 steps=[{"action": q}, {"action": q}]))
+            c = f"amqp:///{self.amqp.cmd_queue}"
+            t = self.new("amqp_saga_ok", {"succeeded"})
+            self.create(t, dict(wait, type="saga", steps=[
+                {"action": c, "compensate": c, "payload": {"n": 1}},
+                {"action": c, "compensate": c, "payload": {"n": 2}}]))
+            t = self.new("amqp_saga_fail", {"failed"})
+            self.create(t, dict(wait, type="saga", steps=[
+                {"action": c, "compensate": c, "payload": {"n": 1}},
+                {"action": c, "compensate": c, "payload": {"refuse": True}}]))
         if self.pg:
             t = self.new("pg_ok", {"succeeded", "failed"})
             self.pg.prepare("bank_a", t.gid, "a")
@@ -457,6 +511,8 @@ class Run:
         for gid, t in self.txns.items():
             body = final[gid]
             calls = self.p.calls(gid=gid)
+            if t.kind.startswith("amqp_saga"):
+                calls = self.amqp.calls(gid)
             if body is None:
                 if t.acked is not None:
                     problems.append(f"{t.kind} {gid} acknowledged ({t.acked}) but lost")
