@@ -422,6 +422,11 @@ int dtx_spec_set_timeout(struct dtx_spec *s, int64_t ms);
  * meaningful for a saga. Errors: DTX_EINVAL (s NULL, ms < 0). */
 int dtx_spec_set_wait(struct dtx_spec *s, int64_t wait_timeout_ms);
 
+/* A msg created already submitted (its local transaction has committed):
+ * dtxd delivers its steps at once, with no submit call and no check.
+ * Errors: DTX_EINVAL (s NULL or not a msg), DTX_ENOMEM. */
+int dtx_spec_set_submit(struct dtx_spec *s);
+
 /* The request body a spec makes, as compact JSON text.
  * OUT: *out, freed with dtx_free(). Errors: DTX_EINVAL (a saga or msg
  * without steps, or s NULL), DTX_ENOMEM. */
@@ -604,6 +609,39 @@ int dtx_list(struct dtx_client *c, const struct dtx_list_opts *opts, struct dtx_
 
 /* Free a list page. NULL is allowed. */
 void dtx_txn_list_free(struct dtx_txn_list *l);
+
+/* One transaction's outcome in a batch (dtx_create_batch). */
+struct dtx_batch_item {
+    int status;                /* as a single create: 201 created, 200 the same gid with the
+                                  same body, 400 refused, 409 gid_conflict, 503 shutting down */
+    const struct dtx_txn *txn; /* 200/201: its summary (no branches); else NULL */
+    const char *error_code;    /* otherwise: "invalid_url", "gid_conflict", ... */
+    const char *error_field;   /* "transactions[2].steps[0].action", or NULL */
+    const char *error_message;
+};
+
+struct dtx_batch {
+    struct dtx_batch_item *items; /* n, in the order of the specs */
+    size_t n;
+    const char *json; /* the raw JSON text of the answer */
+};
+
+/*
+ * Create n transactions (1 to the coordinator's --max-batch, default 1000)
+ * in one request, POST /v1/transactions:batch: each is its own transaction,
+ * as if made by dtx_create (a spec with dtx_spec_set_wait is refused, item by
+ * item); the answer comes once every accepted one is durable. One request
+ * instead of n is how a producer with many transactions to start gets
+ * throughput. OUT: *out, n results (freed with dtx_batch_free); a refused
+ * item does not make the call fail. Errors: DTX_EINVAL (no specs, n 0, a
+ * saga or msg without steps), DTX_EAPI (the batch refused as a whole, e.g.
+ * too_many_items; the last error says why), ...
+ */
+int dtx_create_batch(struct dtx_client *c, const struct dtx_spec *const *specs, size_t n,
+                     struct dtx_batch **out);
+
+/* Free a batch answer. NULL is allowed. */
+void dtx_batch_free(struct dtx_batch *b);
 
 /* The outcome of a Try call (dtx_tcc_try). */
 enum dtx_try_result {

@@ -712,6 +712,53 @@ int dtx_list(struct dtx_client *c, const struct dtx_list_opts *opts, struct dtx_
     return DTX_OK;
 }
 
+int dtx_create_batch(struct dtx_client *c, const struct dtx_spec *const *specs, size_t n,
+                     struct dtx_batch **out)
+{
+    json_t *body, *list;
+    char *text, why[160];
+    long status = 0;
+    int rc;
+
+    if (c == NULL)
+        return DTX_EINVAL;
+    clear_error(c);
+    if (specs == NULL || n == 0 || out == NULL)
+        return fail(c, DTX_EINVAL, "no transactions (or no place for the answer)");
+    body = json_object();
+    list = json_array();
+    if (body == NULL || list == NULL || json_object_set_new(body, "transactions", list) != 0) {
+        json_decref(body);
+        return fail(c, DTX_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *one;
+        rc = libdtx_spec_body(specs[i], &one);
+        if (rc == DTX_OK && json_array_append_new(list, one) != 0)
+            rc = DTX_ENOMEM;
+        if (rc != DTX_OK) {
+            json_decref(body);
+            return fail(c, rc, "transactions[%zu]: %s", i,
+                        rc == DTX_EINVAL ? "no steps (or no spec)" : "out of memory");
+        }
+    }
+    text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (text == NULL)
+        return fail(c, DTX_ENOMEM, "out of memory");
+    rc = api_call(c, "/v1/transactions:batch", text, 0, &status);
+    free(text);
+    if (rc != DTX_OK)
+        return rc;
+    why[0] = '\0';
+    rc = libdtx_reply_batch(c->answer, c->answer_len, n, out, why, sizeof why);
+    if (rc == DTX_ENOMEM)
+        return fail(c, rc, "out of memory");
+    if (rc != DTX_OK)
+        return fail(c, rc, "HTTP %ld: %s", status, why);
+    return DTX_OK;
+}
+
 /* ---- the TCC Try ------------------------------------------------------- */
 
 /* dtx_tcc_try with an amqp:// try_url (amqp_try.c); arguments checked. */

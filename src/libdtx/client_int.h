@@ -50,6 +50,10 @@ LIBDTX_HIDDEN int libdtx_reply_txn(const char *text, size_t len, struct dtx_txn 
 LIBDTX_HIDDEN int libdtx_reply_list(const char *text, size_t len, struct dtx_txn_list **out,
                                     char *why, size_t whylen);
 
+/* Parse a batch answer of `want` results, as libdtx_reply_txn. */
+LIBDTX_HIDDEN int libdtx_reply_batch(const char *text, size_t len, size_t want,
+                                     struct dtx_batch **out, char *why, size_t whylen);
+
 /* ---- a TCC Try over RabbitMQ (amqp_try.c) ---- */
 
 struct libdtx_amqp;

@@ -36,6 +36,13 @@ struct list_box {
     char *text;
 };
 
+struct batch_box {
+    struct dtx_batch pub;
+    json_t *root;
+    char *text;
+    struct dtx_txn *txns; /* n summaries, for the items created or found */
+};
+
 static const char *str_field(json_t *obj, const char *key)
 {
     return json_string_value(json_object_get(obj, key));
@@ -305,5 +312,82 @@ int libdtx_reply_list(const char *text, size_t len, struct dtx_txn_list **out, c
     return DTX_OK;
 fail:
     dtx_txn_list_free(&box->pub);
+    return rc;
+}
+
+void dtx_batch_free(struct dtx_batch *b)
+{
+    struct batch_box *box = (struct batch_box *)b;
+
+    if (b == NULL)
+        return;
+    free(b->items);
+    free(box->txns);
+    free(box->text);
+    json_decref(box->root);
+    free(box);
+}
+
+int libdtx_reply_batch(const char *text, size_t len, size_t want, struct dtx_batch **out, char *why,
+                       size_t whylen)
+{
+    struct batch_box *box;
+    json_t *results;
+    int rc;
+
+    box = calloc(1, sizeof *box);
+    if (box == NULL)
+        return DTX_ENOMEM;
+    rc = load_object(text, len, &box->root, why, whylen);
+    if (rc != DTX_OK)
+        goto fail;
+    rc = DTX_ENOMEM;
+    box->text = copy_text(text, len);
+    if (box->text == NULL)
+        goto fail;
+    box->pub.json = box->text;
+    results = json_object_get(box->root, "results");
+    rc = DTX_EPROTO;
+    if (!json_is_array(results) || json_array_size(results) != want) {
+        snprintf(why, whylen, "the answer has no array \"results\" of %zu items", want);
+        goto fail;
+    }
+    rc = DTX_ENOMEM;
+    box->pub.items = calloc(want, sizeof *box->pub.items);
+    box->txns = calloc(want, sizeof *box->txns);
+    if (box->pub.items == NULL || box->txns == NULL)
+        goto fail;
+    box->pub.n = want;
+    for (size_t i = 0; i < want; i++) {
+        json_t *it = json_array_get(results, i);
+        struct dtx_batch_item *item = &box->pub.items[i];
+        json_t *txn = json_object_get(it, "transaction");
+        json_t *err = json_object_get(it, "error");
+
+        rc = DTX_EPROTO;
+        item->status = (int)int_field(it, "status");
+        if (json_is_object(txn)) {
+            rc = parse_head(txn, &box->txns[i], why, whylen);
+            if (rc != DTX_OK)
+                goto fail;
+            box->txns[i].http_status = item->status;
+            box->txns[i].json = NULL;
+            item->txn = &box->txns[i];
+        } else if (json_is_object(err)) {
+            item->error_code = str_field(err, "code");
+            item->error_field = str_field(err, "field");
+            item->error_message = str_field(err, "message");
+        }
+        if (item->status < 200 || item->status > 599 ||
+            (item->txn == NULL && (item->error_code == NULL || item->error_message == NULL))) {
+            snprintf(why, whylen, "results[%zu] is neither a transaction nor an error", i);
+            rc = DTX_EPROTO;
+            goto fail;
+        }
+    }
+    *out = &box->pub;
+    return DTX_OK;
+fail:
+    dtx_batch_free(&box->pub);
     return rc;
 }

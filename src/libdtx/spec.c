@@ -291,6 +291,13 @@ int dtx_spec_set_wait(struct dtx_spec *s, int64_t wait_timeout_ms)
     return set_or_drop(s->body, "wait_timeout_ms", wait_timeout_ms);
 }
 
+int dtx_spec_set_submit(struct dtx_spec *s)
+{
+    if (s == NULL || strcmp(s->type, "msg") != 0)
+        return DTX_EINVAL;
+    return json_object_set_new(s->body, "submit", json_true()) == 0 ? DTX_OK : DTX_ENOMEM;
+}
+
 int libdtx_spec_body(const struct dtx_spec *s, json_t **out)
 {
     json_t *steps;

@@ -391,13 +391,80 @@ static void msg_submit_and_abort(void **state)
     dtx_spec_free(s);
 }
 
+/* ---- a batch ------------------------------------------------------------------- */
+
+/* Three msgs created submitted and a saga in one request, plus an item
+ * refused alone (a gid reused with another body) and one that asks to wait;
+ * the accepted ones run to their end. */
+static void batch_create(void **state)
+{
+    struct dtx_client *c = client(state);
+    struct dtx_spec *specs[6] = {0};
+    struct dtx_batch *b = NULL;
+    struct dtx_txn *t = NULL;
+    char gids[6][96];
+
+    for (int i = 0; i < 3; i++) {
+        new_gid(gids[i], sizeof gids[i], "bmsg");
+        assert_int_equal(dtx_msg_new(P("/check"), &specs[i]), DTX_OK);
+        fast(specs[i], gids[i]);
+        assert_int_equal(dtx_msg_add_step(specs[i], P("/deliver/b"), "{\"n\":1}"), DTX_OK);
+        assert_int_equal(dtx_spec_set_submit(specs[i]), DTX_OK);
+    }
+    new_gid(gids[3], sizeof gids[3], "bsaga");
+    assert_int_equal(dtx_saga_new(&specs[3]), DTX_OK);
+    fast(specs[3], gids[3]);
+    assert_int_equal(dtx_saga_add_step(specs[3], P("/a"), P("/a-undo"), NULL), DTX_OK);
+    /* the first msg's gid again, with another step: a conflict */
+    assert_int_equal(dtx_msg_new(P("/check"), &specs[4]), DTX_OK);
+    fast(specs[4], gids[0]);
+    assert_int_equal(dtx_msg_add_step(specs[4], P("/deliver/other"), NULL), DTX_OK);
+    new_gid(gids[5], sizeof gids[5], "bwait");
+    assert_int_equal(dtx_saga_new(&specs[5]), DTX_OK);
+    fast(specs[5], gids[5]);
+    assert_int_equal(dtx_saga_add_step(specs[5], P("/a"), P("/a-undo"), NULL), DTX_OK);
+    assert_int_equal(dtx_spec_set_wait(specs[5], 1000), DTX_OK);
+    assert_int_equal(dtx_spec_set_submit(specs[3]), DTX_EINVAL); /* a saga: not a msg */
+
+    assert_int_equal(dtx_create_batch(c, (const struct dtx_spec *const *)specs, 6, &b), DTX_OK);
+    assert_int_equal(b->n, 6);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(b->items[i].status, 201);
+        assert_non_null(b->items[i].txn);
+        assert_string_equal(b->items[i].txn->gid, gids[i]);
+        assert_string_equal(b->items[i].txn->status, "submitted");
+        assert_null(b->items[i].error_code);
+    }
+    assert_string_equal(b->items[0].txn->type, "msg");
+    assert_string_equal(b->items[3].txn->type, "saga");
+    assert_int_equal(b->items[4].status, 409);
+    assert_null(b->items[4].txn);
+    assert_string_equal(b->items[4].error_code, "gid_conflict");
+    assert_string_equal(b->items[4].error_field, "transactions[4].gid");
+    assert_int_equal(b->items[5].status, 400);
+    assert_string_equal(b->items[5].error_field, "transactions[5].wait");
+    assert_non_null(strstr(b->json, "\"results\""));
+    dtx_batch_free(b);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(dtx_wait(c, gids[i], 10000, &t), DTX_OK);
+        assert_string_equal(t->status, "succeeded");
+        dtx_txn_free(t);
+    }
+    assert_refused(c, dtx_get(c, gids[5], &t), DTX_ENOTFOUND, 404, "not_found", NULL);
+
+    /* no specs: refused before any request */
+    assert_int_equal(dtx_create_batch(c, (const struct dtx_spec *const *)specs, 0, &b), DTX_EINVAL);
+    for (int i = 0; i < 6; i++)
+        dtx_spec_free(specs[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(saga_create_get_list_wait),    cmocka_unit_test(saga_failure_and_refusals),
         cmocka_unit_test(wait_times_out_then_finishes), cmocka_unit_test(tcc_register_try_submit),
         cmocka_unit_test(tcc_try_fails_then_abort),     cmocka_unit_test(xa_register_submit),
-        cmocka_unit_test(msg_submit_and_abort),
+        cmocka_unit_test(msg_submit_and_abort),         cmocka_unit_test(batch_create),
     };
 
     coordinator = getenv("DTX_TEST_URL");
