@@ -39,6 +39,7 @@
 
 #include "common/clock.h"
 #include "common/rnd.h"
+#include "stats.h"
 
 #define CHANNEL 1
 #define WAIT_S  30 /* no frame for this long while confirms are due: give up */
@@ -378,31 +379,6 @@ static void run_batch(const struct config *c, long n, struct batch *b)
     b->sent_us = NULL;
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* Nearest-rank percentile of a sorted array, in milliseconds. */
-static double pct_ms(const uint32_t *v, long n, double p)
-{
-    long rank = (long)(p / 100.0 * (double)n + 0.999999);
-    if (rank < 1)
-        rank = 1;
-    if (rank > n)
-        rank = n;
-    return v[rank - 1] / 1000.0;
-}
-
-static double cpu_seconds(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
-}
-
 int main(int argc, char **argv)
 {
     struct config c = {0};
@@ -424,7 +400,7 @@ int main(int argc, char **argv)
     for (long i = 0; i < b.n; i++)
         mean += b.lat_us[i];
     mean = mean / (double)b.n / 1000.0;
-    double p50 = pct_ms(b.lat_us, b.n, 50), p99 = pct_ms(b.lat_us, b.n, 99);
+    double p50 = pct_ms(b.lat_us, (size_t)b.n, 50), p99 = pct_ms(b.lat_us, (size_t)b.n, 99);
     double max = b.lat_us[b.n - 1] / 1000.0;
     double rate = s > 0 ? (double)c.count / s : 0;
     long nacks = warm.nacks + b.nacks, returned = warm.returned + b.returned;

@@ -78,6 +78,7 @@
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/rnd.h"
+#include "stats.h"
 
 #define MAX_RESPONSE  (64 * 1024) /* dtxd answers above this are an error */
 #define ERR_KINDS     8           /* distinct error reasons tallied */
@@ -314,34 +315,6 @@ static void note_error(struct run *r, uint64_t now, const char *kind, const char
         }
     }
     r->err_other++;
-}
-
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a;
-    uint32_t y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* Nearest-rank percentile of a sorted array, in milliseconds. */
-static double pct_ms(const uint32_t *v, size_t n, double p)
-{
-    if (n == 0)
-        return 0.0;
-    size_t rank = (size_t)(p / 100.0 * (double)n + 0.999999);
-    if (rank < 1)
-        rank = 1;
-    if (rank > n)
-        rank = n;
-    return v[rank - 1] / 1000.0;
-}
-
-static double cpu_seconds(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
 }
 
 /* ---- requests ---- */
