@@ -192,6 +192,18 @@ static int load_object(const char *text, size_t len, json_t **out, char *why, si
     return DTX_OK;
 }
 
+/* An answer's tree (load_object) and a NUL-terminated copy of its text:
+ * what every parsed answer keeps, for the strings it hands out. */
+static int load_answer(const char *text, size_t len, json_t **root, char **copy, char *why,
+                       size_t whylen)
+{
+    int rc = load_object(text, len, root, why, whylen);
+    if (rc != DTX_OK)
+        return rc;
+    *copy = copy_text(text, len);
+    return *copy != NULL ? DTX_OK : DTX_ENOMEM;
+}
+
 int libdtx_reply_txn(const char *text, size_t len, struct dtx_txn **out, char *why, size_t whylen)
 {
     struct txn_box *box;
@@ -202,12 +214,8 @@ int libdtx_reply_txn(const char *text, size_t len, struct dtx_txn **out, char *w
     box = calloc(1, sizeof *box);
     if (box == NULL)
         return DTX_ENOMEM;
-    rc = load_object(text, len, &box->root, why, whylen);
+    rc = load_answer(text, len, &box->root, &box->text, why, whylen);
     if (rc != DTX_OK)
-        goto fail;
-    rc = DTX_ENOMEM;
-    box->text = copy_text(text, len);
-    if (box->text == NULL)
         goto fail;
     box->pub.json = box->text;
     rc = parse_head(box->root, &box->pub, why, whylen);
@@ -265,12 +273,8 @@ int libdtx_reply_list(const char *text, size_t len, struct dtx_txn_list **out, c
     box = calloc(1, sizeof *box);
     if (box == NULL)
         return DTX_ENOMEM;
-    rc = load_object(text, len, &box->root, why, whylen);
+    rc = load_answer(text, len, &box->root, &box->text, why, whylen);
     if (rc != DTX_OK)
-        goto fail;
-    rc = DTX_ENOMEM;
-    box->text = copy_text(text, len);
-    if (box->text == NULL)
         goto fail;
     box->pub.json = box->text;
     items = json_object_get(box->root, "transactions");
@@ -338,12 +342,8 @@ int libdtx_reply_batch(const char *text, size_t len, size_t want, struct dtx_bat
     box = calloc(1, sizeof *box);
     if (box == NULL)
         return DTX_ENOMEM;
-    rc = load_object(text, len, &box->root, why, whylen);
+    rc = load_answer(text, len, &box->root, &box->text, why, whylen);
     if (rc != DTX_OK)
-        goto fail;
-    rc = DTX_ENOMEM;
-    box->text = copy_text(text, len);
-    if (box->text == NULL)
         goto fail;
     box->pub.json = box->text;
     results = json_object_get(box->root, "results");
