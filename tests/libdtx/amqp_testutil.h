@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct mgmt_body {
     char *buf;
@@ -31,10 +32,8 @@ static size_t mgmt_collect(char *data, size_t size, size_t n, void *arg)
     return size * n;
 }
 
-/* Close every connection whose client property connection_name is `want`
- * through the management API at mgmt (http://user:pass@host:port); how
- * many. */
-static int mgmt_close_connections(const char *mgmt, const char *want)
+/* One pass of mgmt_close_connections. */
+static int mgmt_close_once(const char *mgmt, const char *want)
 {
     char url[512];
     snprintf(url, sizeof url, "%s/api/connections", mgmt);
@@ -73,6 +72,21 @@ static int mgmt_close_connections(const char *mgmt, const char *want)
     json_decref(list);
     free(body.buf);
     curl_easy_cleanup(h);
+    return closed;
+}
+
+/* Close every connection whose client property connection_name is `want`
+ * through the management API at mgmt (http://user:pass@host:port), waiting
+ * up to 5 s for the API to list one (it does so a moment after the
+ * connect); how many were closed. */
+static int mgmt_close_connections(const char *mgmt, const char *want)
+{
+    int closed = 0;
+    for (int i = 0; i < 50 && closed == 0; i++) {
+        closed = mgmt_close_once(mgmt, want);
+        if (closed == 0)
+            usleep(100 * 1000);
+    }
     return closed;
 }
 
