@@ -23,19 +23,19 @@ from pathlib import Path
 
 import pytest
 
-from dtxtest import free_port, wait_until
+from dtxtest import free_port, unavailable, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 RABBITMQ_SH = REPO / "scripts" / "rabbitmq.sh"
 
 
-def _require():
+def require_amqp():
+    """(url, management URL) of the shared broker: DTX_TEST_AMQP_URL and
+    DTX_TEST_AMQP_MGMT; skips without them, fails with DTX_REQUIRE_AMQP=1."""
     url, mgmt = os.environ.get("DTX_TEST_AMQP_URL"), os.environ.get("DTX_TEST_AMQP_MGMT")
     if not url or not mgmt:
-        msg = "no RabbitMQ: set DTX_TEST_AMQP_URL and DTX_TEST_AMQP_MGMT (scripts/rabbitmq.sh)"
-        if os.environ.get("DTX_REQUIRE_AMQP") == "1":
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
+        unavailable("no RabbitMQ: set DTX_TEST_AMQP_URL and DTX_TEST_AMQP_MGMT "
+                    "(scripts/rabbitmq.sh)", "DTX_REQUIRE_AMQP")
     return url, mgmt
 
 
@@ -94,7 +94,7 @@ class Mgmt:
 
 @pytest.fixture
 def broker():
-    url, mgmt = _require()
+    url, mgmt = require_amqp()
     return url, Mgmt(mgmt)
 
 
@@ -129,7 +129,7 @@ class PrivateBroker:
 
 @pytest.fixture
 def private_broker():
-    _require()
+    require_amqp()
     if not os.access(RABBITMQ_SH, os.X_OK) or shutil.which("python3") is None:
         pytest.skip("scripts/rabbitmq.sh not runnable")
     b = PrivateBroker()

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pytest
 
-from dtxtest import FAST_RETRY, free_port, wait_until
+from dtxtest import FAST_RETRY, LogFile, free_port, unavailable, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 MODES = ("saga", "tcc", "2pc", "msg")
@@ -85,10 +85,8 @@ def pg_conninfo(dbname):
     host = os.environ.get("DTX_TEST_PG_HOST")
     port = os.environ.get("DTX_TEST_PG_PORT")
     if not host or not port:
-        msg = "DTX_TEST_PG_HOST / DTX_TEST_PG_PORT are not set: no PostgreSQL for these tests"
-        if os.environ.get("DTX_REQUIRE_PG") == "1":
-            pytest.fail(msg + " (DTX_REQUIRE_PG=1)", pytrace=False)
-        pytest.skip(msg)
+        unavailable("DTX_TEST_PG_HOST / DTX_TEST_PG_PORT are not set: no PostgreSQL for these "
+                    "tests", "DTX_REQUIRE_PG")
     return f"host={host} port={port} user=postgres dbname={dbname}"
 
 
@@ -313,7 +311,7 @@ class BankError(Exception):
 AMQP_BOUND = r"amqp: exchange \S+ bound to queue"
 
 
-class Bank:
+class Bank(LogFile):
     """The real bank service on 127.0.0.1 and a free port, with --test-faults.
     The port and database stay the same across restarts; stderr goes to
     log_path.
@@ -386,15 +384,6 @@ class Bank:
                 self.kill9()
                 return None
         return self.proc.returncode if self.proc is not None else None
-
-    def log_text(self):
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_tail(self, lines=60):
-        return "\n".join(self.log_text().splitlines()[-lines:])
 
     # -- HTTP -----------------------------------------------------------
 

@@ -143,11 +143,47 @@ def _send_body(sock, raw, chunked):
             return
 
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                   "WARNING: ThreadSanitizer", "runtime error:")
+
+
+def sanitizer_report(text):
+    """The first sanitizer report (ASan, LSan, TSan, UBSan) in text, or None."""
+    for mark in SANITIZER_MARKS:
+        i = text.find(mark)
+        if i >= 0:
+            return text[max(0, i - 200):i + 3000]
+    return None
+
+
+def unavailable(msg, require_env):
+    """A part the test needs is not there: skip, or fail when the variable
+    require_env is 1 (the default run sets it: nothing may be skipped)."""
+    import pytest
+
+    if os.environ.get(require_env) == "1":
+        pytest.fail(f"{msg} ({require_env}=1)", pytrace=False)
+    pytest.skip(msg)
+
+
+class LogFile:
+    """A process whose output goes to self.log_path."""
+
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines=80):
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+
 class DtxdError(Exception):
     pass
 
 
-class Dtxd:
+class Dtxd(LogFile):
     """The real dtxd process. The data dir and port stay the same across
     restarts; stdout and stderr of every run are appended to log_path."""
 
@@ -262,26 +298,9 @@ class Dtxd:
             except AssertionError:
                 pass
 
-    SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-                       "WARNING: ThreadSanitizer", "runtime error:")
-
     def sanitizer_report(self):
         """The first sanitizer report in the log, or None."""
-        text = self.log_text()
-        for mark in self.SANITIZER_MARKS:
-            i = text.find(mark)
-            if i >= 0:
-                return text[max(0, i - 200):i + 3000]
-        return None
-
-    def log_text(self):
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_tail(self, lines=80):
-        return "\n".join(self.log_text().splitlines()[-lines:])
+        return sanitizer_report(self.log_text())
 
     # -- HTTP -----------------------------------------------------------
 

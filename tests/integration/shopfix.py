@@ -29,22 +29,14 @@ from pathlib import Path
 import pytest
 
 from amqpfix import PrivateBroker  # noqa: F401 (for test_shop.py)
+from amqpfix import require_amqp  # noqa: F401 (for test_shop.py)
 from bankfix import pg_database, psql
-from dtxtest import Dtxd, wait_until
+from dtxtest import LogFile, sanitizer_report, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 RABBITMQ_SH = REPO / "scripts" / "rabbitmq.sh"
 
 QUEUES = ("shop.order", "shop.stock", "shop.payment")
-
-
-def sanitizer_report(text):
-    """The first sanitizer report (ASan, LSan, TSan, UBSan) in text, or None."""
-    for mark in Dtxd.SANITIZER_MARKS:
-        i = text.find(mark)
-        if i >= 0:
-            return text[max(0, i - 200):i + 3000]
-    return None
 
 
 def shop_bin(name):
@@ -69,16 +61,6 @@ def require_binaries():
 
 # --------------------------------------------------------------------------
 # RabbitMQ
-
-
-def require_amqp():
-    url, mgmt = os.environ.get("DTX_TEST_AMQP_URL"), os.environ.get("DTX_TEST_AMQP_MGMT")
-    if not url or not mgmt:
-        msg = "no RabbitMQ: set DTX_TEST_AMQP_URL and DTX_TEST_AMQP_MGMT (scripts/rabbitmq.sh)"
-        if os.environ.get("DTX_REQUIRE_AMQP") == "1":
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
-    return url, mgmt
 
 
 def with_vhost(url, vhost):
@@ -157,7 +139,7 @@ def pg_databases():
 # the shop
 
 
-class Service:
+class Service(LogFile):
     """`NAME serve` (stock, payment or order) with its stderr in log_path."""
 
     def __init__(self, name, db, amqp_url, log_path):
@@ -197,15 +179,6 @@ class Service:
             self.proc.send_signal(signal.SIGKILL)
         if self.proc is not None:
             self.proc.wait(10)
-
-    def log_text(self):
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_tail(self, lines=60):
-        return "\n".join(self.log_text().splitlines()[-lines:])
 
     def count_log(self, needle):
         return sum(1 for line in self.log_text().splitlines() if needle in line)

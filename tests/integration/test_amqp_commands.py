@@ -19,7 +19,7 @@ import time
 import pytest
 
 from amqpfix import amqp_participants, broker, private_broker, uid  # noqa: F401 (fixtures)
-from dtxtest import FAST_RETRY, new_gid, wait_until
+from dtxtest import FAST_RETRY, new_gid, unavailable, wait_until
 
 RETRY = {"initial_interval_ms": 50, "max_interval_ms": 300, "limit": 20}
 
@@ -379,10 +379,8 @@ def test_broker_restart_while_commands_wait(private_broker, dtxd_factory):
 def tls_broker(broker):
     url, cacert = os.environ.get("DTX_TEST_AMQPS_URL"), os.environ.get("DTX_TEST_AMQP_CACERT")
     if not url or not cacert:
-        msg = "no TLS listener: set DTX_TEST_AMQPS_URL and DTX_TEST_AMQP_CACERT (scripts/rabbitmq.sh)"
-        if os.environ.get("DTX_REQUIRE_AMQP") == "1":
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
+        unavailable("no TLS listener: set DTX_TEST_AMQPS_URL and DTX_TEST_AMQP_CACERT "
+                    "(scripts/rabbitmq.sh)", "DTX_REQUIRE_AMQP")
     return url, cacert
 
 
