@@ -126,16 +126,13 @@ for f in "$LOADGEN" "$BASELINE" "$DTXD"; do
     fi
 done
 
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+
 PIDS=()
 RMQ_DIR=
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids
     if [ -n "$RMQ_DIR" ]; then
         scripts/rabbitmq.sh stop "$RMQ_DIR" >/dev/null 2>&1 || true
         cp -r "$RMQ_DIR/log" "$RUN_DIR/rabbitmq-log" 2>/dev/null || true
@@ -149,39 +146,16 @@ trap 'exit 130' INT TERM
 
 mkdir -p "$RUN_DIR"
 
-log() { echo "== $*" >&2; }
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Value of key=... in a RESULT line.
-field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
-
-fs_of() { df --output=fstype,source "$1" | tail -1 | awk '{ print $1 " on " $2 }'; }
-
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-
 # ---- 1. machine -------------------------------------------------------------
 
-CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-NPROC=$(nproc)
-KERNEL=$(uname -r)
-MEM=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+machine_facts
 LIBRABBITMQ=$(pkg-config --modversion librabbitmq 2>/dev/null || echo "?")
-LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 log "$NPROC CPUs, $CPU_MODEL, $MEM, Linux $KERNEL; load average $LOAD0"
 
-# PROBE_WRITES 4 KiB O_DSYNC writes appending to a new file (as bench/run.sh).
-probe() {
-    local file=$1/probe out
-    rm -f "$file"
-    out=$(dd if=/dev/zero of="$file" bs=4k count="$PROBE_WRITES" oflag=dsync 2>&1 | tail -1)
-    rm -f "$file"
-    awk -v n="$PROBE_WRITES" '{ for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^s,?$/) s = $i }
-        END { if (s > 0) printf "%.0f/s (%.2f ms each)", n / s, s * 1000 / n; else print "?" }' <<<"$out"
-}
-SYNC_APPEND=$(probe "$RUN_DIR")
+# sync writes appending to a new file (lib.sh)
+rm -f "$RUN_DIR/probe"
+SYNC_APPEND=$(sync_probe "$RUN_DIR/probe")
+rm -f "$RUN_DIR/probe"
 log "4 KiB O_DSYNC appends on $(fs_of "$RUN_DIR"): $SYNC_APPEND"
 
 # ---- 2. RabbitMQ ------------------------------------------------------------

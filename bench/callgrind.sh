@@ -44,15 +44,12 @@ command -v valgrind >/dev/null || {
     exit 1
 }
 
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+
 PIDS=()
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids
     rm -rf "$OUT/data"
 }
 trap cleanup EXIT

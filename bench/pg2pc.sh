@@ -96,16 +96,13 @@ for f in "$BENCH" "$DTXD"; do
     fi
 done
 
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+
 PIDS=()
 PG_DIR=
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids
     if [ -n "$PG_DIR" ]; then
         scripts/pg.sh stop "$PG_DIR" >/dev/null 2>&1 || true
         cp "$PG_DIR/postgres.log" "$RUN_DIR/postgres.log" 2>/dev/null || true
@@ -119,37 +116,14 @@ trap 'exit 130' INT TERM
 
 mkdir -p "$RUN_DIR"
 
-log() { echo "== $*" >&2; }
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Value of key=... in a RESULT line.
-field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
-
-fs_of() { df --output=fstype,source "$1" | tail -1 | awk '{ print $1 " on " $2 }'; }
-
 # ---- 1. machine -----------------------------------------------------------
 
-CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-NPROC=$(nproc)
-KERNEL=$(uname -r)
-MEM=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
-
-# PROBE_WRITES 4 KiB O_DSYNC writes to DIR/probe: appending to a new file,
-# then overwriting it (see bench/run.sh).
-probe() {
-    local file=$1 out
-    shift
-    out=$(dd if=/dev/zero of="$file" bs=4k count="$PROBE_WRITES" oflag=dsync "$@" 2>&1 | tail -1)
-    awk -v n="$PROBE_WRITES" '{ for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^s,?$/) s = $i }
-        END { if (s > 0) printf "%.0f/s (%.2f ms each)", n / s, s * 1000 / n; else print "?" }' <<<"$out"
-}
+machine_facts
+# sync writes (lib.sh): appending to a new file, then overwriting it
 log "sync-write probe on $(fs_of "$RUN_DIR")"
 rm -f "$RUN_DIR/probe"
-SYNC_APPEND=$(probe "$RUN_DIR/probe")
-SYNC_OVERWRITE=$(probe "$RUN_DIR/probe" conv=notrunc)
+SYNC_APPEND=$(sync_probe "$RUN_DIR/probe")
+SYNC_OVERWRITE=$(sync_probe "$RUN_DIR/probe" conv=notrunc)
 rm -f "$RUN_DIR/probe"
 
 # ---- 2. PostgreSQL ---------------------------------------------------------

@@ -59,15 +59,12 @@ for f in "$LOADGEN" "$PARTICIPANT"; do
     fi
 done
 
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+
 PIDS=()
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids
     # keep the logs of the last run for a post-mortem, not its data
     rm -rf "$RUN_DIR/dtxd-data" "$RUN_DIR/probe" "$DATA_ROOT/last"
     mv "$RUN_DIR" "$DATA_ROOT/last" 2>/dev/null || true
@@ -77,45 +74,20 @@ trap 'exit 130' INT TERM
 
 mkdir -p "$RUN_DIR"
 
-log() { echo "== $*" >&2; }
-
-# CPU ticks (user + system) a process has used so far.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-
 # cores used between two tick counts over the measured window
 cores() { awk -v a="$1" -v b="$2" -v t="$TICKS" -v d="$3" 'BEGIN { printf "%.2f", (b - a) / t / d }'; }
 
-# A free TCP port on 127.0.0.1 (bind to port 0 and read the answer).
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Value of key=... in a RESULT line.
-field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
-
 # ---- 1. machine -----------------------------------------------------------
 
-CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-NPROC=$(nproc)
-KERNEL=$(uname -r)
-MEM=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+machine_facts
 FSTYPE=$(df --output=fstype "$RUN_DIR" | tail -1 | tr -d ' ')
 DEVICE=$(df --output=source "$RUN_DIR" | tail -1 | tr -d ' ')
 
-# Sync-write probe: PROBE_WRITES 4 KiB writes with O_DSYNC (each one durable
-# before the next, like a write + fdatasync), first appending to a new file
-# (the size changes, so metadata is journaled too), then overwriting it.
-probe() {
-    local out
-    out=$(dd if=/dev/zero of="$RUN_DIR/probe" bs=4k count="$PROBE_WRITES" oflag=dsync "$@" 2>&1 |
-        tail -1)
-    awk -v n="$PROBE_WRITES" '{ for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^s,?$/) s = $i }
-        END { if (s > 0) printf "%.0f/s (%.2f ms each)", n / s, s * 1000 / n; else print "?" }' <<<"$out"
-}
+# Sync-write probe (lib.sh): appending to a new file, then overwriting it.
 log "sync-write probe on $FSTYPE ($DEVICE)"
 rm -f "$RUN_DIR/probe"
-SYNC_APPEND=$(probe)
-SYNC_OVERWRITE=$(probe conv=notrunc)
+SYNC_APPEND=$(sync_probe "$RUN_DIR/probe")
+SYNC_OVERWRITE=$(sync_probe "$RUN_DIR/probe" conv=notrunc)
 rm -f "$RUN_DIR/probe"
 
 # ---- 2. participant --------------------------------------------------------
