@@ -3,6 +3,7 @@ compensation, restart after finish, SIGTERM, and acknowledged creates that
 must survive a crash."""
 
 import http.client
+import re
 import threading
 import time
 
@@ -298,6 +299,57 @@ def test_compaction_keeps_live_and_finished_transactions(dtxd_factory, participa
     p.release("/hold")
     assert d.wait_final(live)["status"] == "succeeded"
     assert p.count("/first") == 1  # recorded as done: never sent again
+
+
+def test_compaction_in_slices_while_transactions_change(dtxd_factory, participant):
+    """The loop encodes live transactions for a snapshot in slices, serving
+    between them, so a transaction may change after the cut and before it is
+    encoded. 50,000 live tcc transactions; 2,000 of them are submitted or
+    aborted one by one while compactions run (at least one over several
+    slices); kill -9 right after the last acknowledged request, restart:
+    every submitted one ends succeeded with only its confirms called, every
+    aborted one failed with only its cancels, and the untouched ones are
+    still prepared with nothing called."""
+    p = participant
+    # a compaction about once a second (each sealed segment asks for one),
+    # each encoding 50,000 live transactions over tens of slices
+    d = dtxd_factory("--segment-size", "65536", "--compact-min-bytes", "0")
+    n, changed = 50000, 2000
+
+    def tcc(g):
+        return {"type": "tcc", "gid": g, "timeout_ms": 600000, "branches": [
+            {"branch": "a", "confirm": p.url("/ca"), "cancel": p.url("/xa"), "payload": {"n": 1}},
+            {"branch": "b", "confirm": p.url("/cb"), "cancel": p.url("/xb"), "payload": {"n": 2}}]}
+
+    gids = [f"slice-{i:05d}" for i in range(n)]
+    for k in range(0, n, 1000):
+        r = d.post("/v1/transactions:batch", {"transactions": [tcc(g) for g in gids[k:k + 1000]]})
+        assert r.status == 200, r
+        assert [x["status"] for x in r.body["results"]] == [201] * 1000
+
+    ops = {}
+    for i, g in enumerate(gids[:changed]):
+        op = "submit" if i % 2 == 0 else "abort"
+        r = d.post(f"/v1/transactions/{g}/{op}")
+        assert r.status == 200, r
+        ops[g] = op
+    d.kill9()
+    sliced = [int(m) for m in re.findall(r"compaction snapshot handed.* slices=(\d+)", d.log_text())]
+    assert any(x >= 2 for x in sliced), sliced  # the window this test is about
+    d.restart()
+
+    for g, op in ops.items():
+        t = d.wait_final(g, timeout=30)
+        assert t["status"] == ("succeeded" if op == "submit" else "failed"), t
+        want = [("/ca", "confirm"), ("/cb", "confirm")] if op == "submit" else \
+            [("/xa", "cancel"), ("/xb", "cancel")]
+        assert sorted(set(p.ops(g))) == want, (g, p.ops(g))
+    for g in gids[changed::997]:
+        assert d.txn(g)["status"] == "prepared"
+    assert d.list(status="prepared", limit=1).body["transactions"], "untouched ones kept"
+    assert p.count("/ca") + p.count("/xa") >= changed  # a call cut by the kill may repeat
+    untouched = {c.header("Dtx-Gid") for c in p.calls()} - set(ops)
+    assert not untouched, sorted(untouched)[:5]
 
 
 def test_retention_drops_finished_transactions(dtxd_factory, participant):
