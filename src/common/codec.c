@@ -116,17 +116,23 @@ uint64_t dec_u64(struct dec *d)
     return p ? get_le64(p) : 0;
 }
 
-char *dec_str(struct dec *d, size_t *len)
+const char *dec_view(struct dec *d, size_t *len)
 {
     uint32_t n = dec_u32(d);
-    if (len)
-        *len = 0;
+    *len = 0;
     if (d->err || n == UINT32_MAX)
         return NULL;
-    const unsigned char *p = take(d, n);
-    if (p == NULL)
-        return NULL;
+    const char *p = (const char *)take(d, n);
+    if (p != NULL)
+        *len = n;
+    return p;
+}
+
+char *dec_str(struct dec *d, size_t *len)
+{
+    size_t n;
+    const char *p = dec_view(d, &n);
     if (len)
         *len = n;
-    return xmemdup(p, n);
+    return p != NULL ? xmemdup(p, n) : NULL;
 }

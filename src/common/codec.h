@@ -32,6 +32,9 @@ uint32_t dec_u32(struct dec *d);
 uint64_t dec_u64(struct dec *d);
 /* A fresh NUL-terminated copy (xmalloc), or NULL; *len gets the length if len. */
 char *dec_str(struct dec *d, size_t *len /* OUT, may be NULL */);
+/* The same string without a copy: its bytes in the buffer being decoded (no
+ * NUL after them), or NULL when absent or on error; *len gets the length. */
+const char *dec_view(struct dec *d, size_t *len /* OUT */);
 
 void put_le32(unsigned char *p, uint32_t v);
 void put_le64(unsigned char *p, uint64_t v);

@@ -848,14 +848,12 @@ static int replay(void *arg, const void *rec, size_t len)
     } else if (r.kind == REC_TXN || r.kind == REC_TXN2) {
         struct txn *t = r.txn;
         r.txn = NULL;
-        struct txn *old = hmap_get(&e->by_gid, t->gid);
+        struct txn *old = hmap_put(&e->by_gid, t->gid, t); /* one lookup */
         if (old != NULL) {
             t->seq = old->seq;
             idx_replace(e, old, t);
-            hmap_put(&e->by_gid, t->gid, t);
             txn_free(old);
         } else {
-            hmap_put(&e->by_gid, t->gid, t);
             idx_insert(e, t);
         }
         if (t->seq >= e->next_seq)

@@ -100,20 +100,33 @@ static char *dec_cstr(struct dec *d)
 
 /* Decode one branch into b (position idx of a txn with n branches so far
  * allowed for `after`); v1 is the REC_TXN layout, else the v2 one. */
+static struct text dec_ctext(struct dec *d)
+{
+    struct text t;
+    t.p = dec_view(d, &t.len);
+    if (t.p != NULL && memchr(t.p, '\0', t.len) != NULL)
+        d->err = DTX_ECORRUPT;
+    return t;
+}
+
 static int decode_branch(struct dec *d, struct branch *b, uint32_t idx, uint32_t n, int v1)
 {
+    struct text tx[BRANCH_TEXTS] = {{0}};
+    char id[16];
     b->idx = idx;
     if (v1) {
-        char id[16];
-        snprintf(id, sizeof id, "%u", idx + 1);
-        b->id = xstrdup(id);
+        tx[BT_ID].len = (size_t)snprintf(id, sizeof id, "%u", idx + 1);
+        tx[BT_ID].p = id;
     } else {
-        b->id = dec_cstr(d);
-        b->prepare = dec_cstr(d);
+        tx[BT_ID] = dec_ctext(d);
+        tx[BT_PREPARE] = dec_ctext(d);
     }
-    b->action = dec_cstr(d);
-    b->compensate = dec_cstr(d);
-    b->payload = dec_str(d, &b->payload_len);
+    tx[BT_ACTION] = dec_ctext(d);
+    tx[BT_COMPENSATE] = dec_ctext(d);
+    tx[BT_PAYLOAD].p = dec_view(d, &tx[BT_PAYLOAD].len);
+    if (d->err)
+        return DTX_ECORRUPT;
+    branch_set_texts(b, tx);
     uint8_t bs = dec_u8(d);
     if (!v1)
         b->prepare_attempts = dec_u32(d);
@@ -144,9 +157,11 @@ static int decode_branch(struct dec *d, struct branch *b, uint32_t idx, uint32_t
 
 static int decode_txn(struct dec *d, struct record *out, int v1)
 {
-    struct txn *t = xcalloc(1, sizeof *t);
+    struct text gid = dec_ctext(d);
+    if (d->err || gid.p == NULL)
+        return DTX_ECORRUPT;
+    struct txn *t = txn_alloc(gid.p, gid.len);
     out->txn = t;
-    t->gid = dec_cstr(d);
     t->seq = dec_u64(d);
     uint8_t type = dec_u8(d);
     uint8_t state = dec_u8(d);
@@ -170,8 +185,8 @@ static int decode_txn(struct dec *d, struct record *out, int v1)
     /* every branch holds at least its fixed-size fields (state, two attempt
      * counters, updated_at, the count of `after`): a count the bytes left
      * cannot hold is damage, refused before the array is allocated */
-    if (d->err || t->gid == NULL || type >= TXN_TYPE_COUNT || state >= TXN_STATE_COUNT ||
-        n > MAX_BRANCHES || n > d->left / BRANCH_MIN_BYTES || (flags & ~1u))
+    if (d->err || type >= TXN_TYPE_COUNT || state >= TXN_STATE_COUNT || n > MAX_BRANCHES ||
+        n > d->left / BRANCH_MIN_BYTES || (flags & ~1u))
         return DTX_ECORRUPT;
     t->type = (enum txn_type)type;
     t->state = (enum txn_state)state;
@@ -190,15 +205,15 @@ static int decode_txn(struct dec *d, struct record *out, int v1)
 /* REC_BRANCH: the branch is decoded into a one-branch txn holding the gid. */
 static int decode_branch_rec(struct dec *d, struct record *out)
 {
-    struct txn *t = xcalloc(1, sizeof *t);
+    struct text gid = dec_ctext(d);
+    if (d->err || gid.p == NULL)
+        return DTX_ECORRUPT;
+    struct txn *t = txn_alloc(gid.p, gid.len);
     out->txn = t;
-    t->gid = dec_cstr(d);
     t->cap_branches = 1;
     t->branches = xcalloc(1, sizeof *t->branches);
     t->nbranches = 1;
     t->branches[0].txn = t;
-    if (d->err || t->gid == NULL)
-        return DTX_ECORRUPT;
     return decode_branch(d, &t->branches[0], 0, 1, 0);
 }
 

@@ -148,11 +148,44 @@ void branch_set_error(struct branch *b, const char *err)
     b->last_error = err ? xstrdup(err) : NULL;
 }
 
+void branch_set_texts(struct branch *b, const struct text tx[BRANCH_TEXTS])
+{
+    char **dst[BRANCH_TEXTS] = {&b->id, &b->prepare, &b->action, &b->compensate, &b->payload};
+    size_t total = 1;
+    for (int i = 0; i < BRANCH_TEXTS; i++)
+        total += tx[i].p != NULL ? tx[i].len + 1 : 0;
+    char *mem = xmalloc(total), *at = mem;
+    for (int i = 0; i < BRANCH_TEXTS; i++) {
+        *dst[i] = NULL;
+        if (tx[i].p == NULL)
+            continue;
+        memcpy(at, tx[i].p, tx[i].len);
+        at[tx[i].len] = '\0';
+        *dst[i] = at;
+        at += tx[i].len + 1;
+    }
+    b->payload_len = tx[BT_PAYLOAD].p != NULL ? tx[BT_PAYLOAD].len : 0;
+    free(b->texts); /* after the copies: tx may point into it */
+    b->texts = mem;
+}
+
+struct txn *txn_alloc(const char *gid, size_t len)
+{
+    struct txn *t = xcalloc(1, sizeof *t + len + 1);
+    t->gid = (char *)(t + 1);
+    memcpy(t->gid, gid, len);
+    return t;
+}
+
+static struct text text_of(const char *s)
+{
+    return (struct text){s, s != NULL ? strlen(s) : 0};
+}
+
 struct txn *txn_new_from_spec(const struct txn_spec *spec, const char *gid, uint64_t seq,
                               int64_t now_wall)
 {
-    struct txn *t = xcalloc(1, sizeof *t);
-    t->gid = xstrdup(gid);
+    struct txn *t = txn_alloc(gid, strlen(gid));
     t->seq = seq;
     t->type = spec->type;
     t->state = spec->type == TXN_SAGA || spec->submit ? TXN_SUBMITTED : TXN_PREPARED;
@@ -175,11 +208,6 @@ struct txn *txn_new_from_spec(const struct txn_spec *spec, const char *gid, uint
     return t;
 }
 
-static char *dup_or_null(const char *s)
-{
-    return s ? xstrdup(s) : NULL;
-}
-
 struct branch *txn_add_branch(struct txn *t, const struct step_spec *s, int64_t now_wall)
 {
     if (t->nbranches == t->cap_branches) {
@@ -191,12 +219,14 @@ struct branch *txn_add_branch(struct txn *t, const struct step_spec *s, int64_t 
     memset(b, 0, sizeof *b);
     b->txn = t;
     b->idx = t->nbranches++;
-    b->id = xstrdup(s->id);
-    b->prepare = dup_or_null(s->prepare);
-    b->action = dup_or_null(s->action);
-    b->compensate = dup_or_null(s->compensate);
-    b->payload = xmemdup(s->payload, s->payload_len);
-    b->payload_len = s->payload_len;
+    struct text tx[BRANCH_TEXTS] = {
+        [BT_ID] = text_of(s->id),
+        [BT_PREPARE] = text_of(s->prepare),
+        [BT_ACTION] = text_of(s->action),
+        [BT_COMPENSATE] = text_of(s->compensate),
+        [BT_PAYLOAD] = {s->payload != NULL ? s->payload : "", s->payload_len},
+    };
+    branch_set_texts(b, tx);
     if (s->nafter) {
         b->nafter = s->nafter;
         b->after = xmalloc(s->nafter * sizeof *b->after);
@@ -221,17 +251,12 @@ void txn_free(struct txn *t)
         return;
     for (uint32_t i = 0; i < t->nbranches; i++) {
         struct branch *b = &t->branches[i];
-        free(b->id);
-        free(b->prepare);
-        free(b->action);
-        free(b->compensate);
-        free(b->payload);
+        free(b->texts);
         free(b->last_error);
         free(b->after);
     }
     free(t->branches);
     free(t->check);
-    free(t->gid);
     free(t);
 }
 

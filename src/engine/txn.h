@@ -112,6 +112,7 @@ struct txn;
 struct branch {
     struct txn *txn;
     uint32_t idx;     /* 0-based position */
+    char *texts;      /* one allocation that the five below point into */
     char *id;         /* the branch id users and participants see ("1", "2", ... unless chosen) */
     char *prepare;    /* 2pc only, else NULL */
     char *action;     /* action / confirm / commit */
@@ -134,7 +135,7 @@ struct branch {
 struct txn_waiter; /* engine-private */
 
 struct txn {
-    char *gid;
+    char *gid;    /* stored right after the struct (txn_alloc) */
     uint64_t seq; /* creation order, stable across restarts; list cursors use it */
     enum txn_type type;
     enum txn_state state;
@@ -182,6 +183,18 @@ int branch_set_state(struct branch *b, enum branch_state to, int64_t now_wall, c
 /* Replace b->last_error with a copy of err (NULL clears). */
 void branch_set_error(struct branch *b, const char *err);
 
+/* A branch's texts, in the order of struct branch: each len bytes at p, or
+ * absent when p is NULL. */
+enum { BT_ID, BT_PREPARE, BT_ACTION, BT_COMPENSATE, BT_PAYLOAD, BRANCH_TEXTS };
+struct text {
+    const char *p;
+    size_t len;
+};
+/* Set b's id, prepare, action, compensate and payload to NUL-terminated
+ * copies of tx[], all in one allocation (b->texts; a million live
+ * transactions hold two to four million of these texts). */
+void branch_set_texts(struct branch *b, const struct text tx[BRANCH_TEXTS]);
+
 /* A new txn from a spec (copies everything; spec unchanged), state
  * TXN_SUBMITTED for a saga or when spec->submit, else TXN_PREPARED. Branch
  * ids are the steps' ids, or their 1-based positions. gid must be set. */
@@ -196,6 +209,8 @@ struct branch *txn_branch_by_id(const struct txn *t, const char *id);
 /* Whether a registered branch matches a registration request (idempotent re-register). */
 int branch_matches_spec(const struct branch *b, const struct step_spec *s);
 
+/* A zeroed txn whose gid is a copy of gid[0, len), in the same allocation. */
+struct txn *txn_alloc(const char *gid, size_t len);
 void txn_free(struct txn *t);
 /* Whether spec describes the same transaction as t (idempotent re-create). */
 int txn_matches_spec(const struct txn *t, const struct txn_spec *spec);
