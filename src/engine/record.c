@@ -98,8 +98,7 @@ static char *dec_cstr(struct dec *d)
     return s;
 }
 
-/* Decode one branch into b (position idx of a txn with n branches so far
- * allowed for `after`); v1 is the REC_TXN layout, else the v2 one. */
+/* A string field as a view of the record; a NUL inside is damage. */
 static struct text dec_ctext(struct dec *d)
 {
     struct text t;
@@ -109,6 +108,8 @@ static struct text dec_ctext(struct dec *d)
     return t;
 }
 
+/* Decode one branch into b (position idx of a txn with n branches so far
+ * allowed for `after`); v1 is the REC_TXN layout, else the v2 one. */
 static int decode_branch(struct dec *d, struct branch *b, uint32_t idx, uint32_t n, int v1)
 {
     struct text tx[BRANCH_TEXTS] = {{0}};
