@@ -606,6 +606,71 @@ static void test_corrupt_then_valid(void **state)
     assert_int_equal(file_size(path), size);
 }
 
+/* Append records [from, to) as one commit group. */
+static void append_group(struct fix *f, struct store *s, int from, int to)
+{
+    char rec[400];
+    int done = 0;
+    for (int i = from; i < to; i++) {
+        size_t len = make_rec(i, rec);
+        assert_int_equal(store_append(s, rec, len, count_done, &done), 0);
+    }
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(done, to - from);
+}
+
+/* A segment over 1 MiB is checked by a second thread while the records
+ * already found valid are replayed: the same records in the same order, the
+ * same refusal of damage followed by a later group, the same cut of a torn
+ * tail, and a replay callback that stops it midway. */
+static void test_large_segment_scanned_ahead(void **state)
+{
+    struct fix *f = *state;
+    struct recs r = {0};
+    struct store *s;
+    char path[PATH_MAX], want[64];
+    enum { N = 9000 }; /* about 1.6 MB */
+    assert_int_equal(reopen(f, &s, &r, BIG), 0);
+    append_group(f, s, 0, N - 100);
+    append_group(f, s, N - 100, N);
+    close_log(f, s);
+    seg_name(f, 1, path);
+    assert_true(file_size(path) > (1 << 20));
+
+    assert_int_equal(reopen(f, &s, &r, BIG), 0);
+    assert_int_equal(r.n, N);
+    for (int i = 0; i < N; i++)
+        assert_rec(&r, i, i);
+    recs_free(&r);
+    close_log(f, s);
+
+    r.fail_at = 5000;
+    assert_int_equal(reopen(f, &s, &r, BIG), DTX_EINVAL);
+    assert_int_equal(r.n, 5000);
+    recs_free(&r);
+    store_free(s);
+
+    off_t size = file_size(path);
+    file_flip(path, rec_offset(7000) + REC_HDR + 3); /* the first group, before the second */
+    r.fail_at = 0;
+    assert_int_equal(reopen(f, &s, &r, BIG), DTX_ECORRUPT);
+    snprintf(want, sizeof want, "byte offset %lld ", (long long)rec_offset(7000));
+    assert_non_null(strstr(store_last_error(s), want));
+    assert_int_equal(r.n, 7000); /* those before it were valid */
+    recs_free(&r);
+    store_free(s);
+    assert_int_equal(file_size(path), size);
+    file_flip(path, rec_offset(7000) + REC_HDR + 3);
+
+    assert_int_equal(truncate(path, rec_offset(N - 1) + 7), 0);
+    assert_int_equal(reopen(f, &s, &r, BIG), 0);
+    assert_int_equal(r.n, N - 1);
+    assert_rec(&r, N - 2, N - 2);
+    recs_free(&r);
+    close_log(f, s);
+    assert_int_equal(file_size(path), rec_offset(N - 1));
+}
+
 /* Restamp a record's group index and CRC, as the spec says. */
 static void restamp(const char *path, off_t off, uint32_t idx)
 {
@@ -1099,6 +1164,7 @@ int main(void)
         T(test_torn_tail_garbage),
         T(test_torn_tail_zeros),
         T(test_corrupt_then_valid),
+        T(test_large_segment_scanned_ahead),
         T(test_torn_group_with_hole),
         T(test_damage_in_sealed_segment),
         T(test_bad_header),
