@@ -1,19 +1,44 @@
 /*
  * amqp_testutil.h - what libdtx's RabbitMQ tests (test_amqp_participant.c,
- * test_amqp_try.c) share: closing a connection through the management API,
- * and a broker URL with a wrong password. Included by each test program
+ * test_amqp_try.c) share: the test's own broker connection, closing a
+ * connection through the management API, and a broker URL with a wrong
+ * password. Included by each test program
  * (static functions; each test is one .c file).
  */
 #ifndef DTX_AMQP_TESTUTIL_H
 #define DTX_AMQP_TESTUTIL_H
 
 #include <amqp.h>
+#include <amqp_tcp_socket.h>
 #include <curl/curl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* The test's own connection to the broker at url (channel 1 open), for
+ * declaring and deleting queues and publishing as dtxd would. Asserts. */
+static amqp_connection_state_t amqp_test_connect(const char *url)
+{
+    char *tmp = strdup(url);
+    struct amqp_connection_info ci;
+    assert_non_null(tmp);
+    assert_int_equal(amqp_parse_url(tmp, &ci), AMQP_STATUS_OK);
+    amqp_connection_state_t c = amqp_new_connection();
+    amqp_socket_t *s = amqp_tcp_socket_new(c);
+    assert_non_null(s);
+    struct timeval tv = {5, 0};
+    assert_int_equal(amqp_set_rpc_timeout(c, &tv), AMQP_STATUS_OK); /* a failure never hangs */
+    assert_int_equal(amqp_socket_open_noblock(s, ci.host, ci.port, &tv), AMQP_STATUS_OK);
+    amqp_rpc_reply_t r =
+        amqp_login(c, ci.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, ci.user, ci.password);
+    assert_int_equal(r.reply_type, AMQP_RESPONSE_NORMAL);
+    amqp_channel_open(c, 1);
+    assert_int_equal(amqp_get_rpc_reply(c).reply_type, AMQP_RESPONSE_NORMAL);
+    free(tmp);
+    return c;
+}
 
 struct mgmt_body {
     char *buf;

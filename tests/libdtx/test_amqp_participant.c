@@ -32,7 +32,6 @@
 #include <cmocka.h>
 
 #include <amqp.h>
-#include <amqp_tcp_socket.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
@@ -116,27 +115,6 @@ static long barrier_rows(const char *gid)
 }
 
 /* ---- the test's own broker connection (dtxd's role) ----------------------- */
-
-static amqp_connection_state_t broker_connect(void)
-{
-    char *tmp = strdup(amqp_url);
-    struct amqp_connection_info ci;
-    assert_non_null(tmp);
-    assert_int_equal(amqp_parse_url(tmp, &ci), AMQP_STATUS_OK);
-    amqp_connection_state_t c = amqp_new_connection();
-    amqp_socket_t *s = amqp_tcp_socket_new(c);
-    assert_non_null(s);
-    struct timeval tv = {5, 0};
-    assert_int_equal(amqp_set_rpc_timeout(c, &tv), AMQP_STATUS_OK); /* a failure never hangs */
-    assert_int_equal(amqp_socket_open_noblock(s, ci.host, ci.port, &tv), AMQP_STATUS_OK);
-    amqp_rpc_reply_t r =
-        amqp_login(c, ci.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, ci.user, ci.password);
-    assert_int_equal(r.reply_type, AMQP_RESPONSE_NORMAL);
-    amqp_channel_open(c, 1);
-    assert_int_equal(amqp_get_rpc_reply(c).reply_type, AMQP_RESPONSE_NORMAL);
-    free(tmp);
-    return c;
-}
 
 static void declare(amqp_connection_state_t c, const char *q)
 {
@@ -396,7 +374,7 @@ static int fx_setup(void **state)
     snprintf(F.queue, sizeof F.queue, "dtx-test-%s-%u", run_prefix, n);
     snprintf(F.dead, sizeof F.dead, "%s.dead", F.queue);
     snprintf(F.replies, sizeof F.replies, "%s.replies", F.queue);
-    F.c = broker_connect();
+    F.c = amqp_test_connect(amqp_url);
     /* as an operator would (dtxd publishes with mandatory set): the queues
      * exist before the first command, whether the loop runs or not */
     declare(F.c, F.queue);
@@ -413,7 +391,7 @@ static int fx_teardown(void **state)
     stop_join(3000);
     /* a fresh connection: a failed test may have broken the channel */
     amqp_destroy_connection(F.c);
-    F.c = broker_connect();
+    F.c = amqp_test_connect(amqp_url);
     delete_queue(F.c, F.queue);
     delete_queue(F.c, F.dead);
     delete_queue(F.c, F.replies);

@@ -24,7 +24,6 @@
 #include <cmocka.h>
 
 #include <amqp.h>
-#include <amqp_tcp_socket.h>
 #include <curl/curl.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -130,30 +129,9 @@ static long effects(const char *gid)
 
 /* ---- the test's own broker connection, to make and delete queues --------- */
 
-static amqp_connection_state_t admin(void)
-{
-    char *tmp = strdup(amqp_url);
-    struct amqp_connection_info ci;
-    assert_non_null(tmp);
-    assert_int_equal(amqp_parse_url(tmp, &ci), AMQP_STATUS_OK);
-    amqp_connection_state_t c = amqp_new_connection();
-    amqp_socket_t *s = amqp_tcp_socket_new(c);
-    struct timeval tv = {5, 0};
-    assert_int_equal(amqp_set_rpc_timeout(c, &tv), AMQP_STATUS_OK);
-    assert_int_equal(amqp_socket_open_noblock(s, ci.host, ci.port, &tv), AMQP_STATUS_OK);
-    assert_int_equal(
-        amqp_login(c, ci.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, ci.user, ci.password)
-            .reply_type,
-        AMQP_RESPONSE_NORMAL);
-    amqp_channel_open(c, 1);
-    assert_int_equal(amqp_get_rpc_reply(c).reply_type, AMQP_RESPONSE_NORMAL);
-    free(tmp);
-    return c;
-}
-
 static void queue_op(const char *q, int del)
 {
-    amqp_connection_state_t c = admin();
+    amqp_connection_state_t c = amqp_test_connect(amqp_url);
     if (del)
         amqp_queue_delete(c, 1, amqp_cstring_bytes(q), 0, 0);
     else
