@@ -48,8 +48,28 @@ usage() {
     die "usage: rabbitmq.sh start DIR PORT | rabbitmq.sh stop DIR"
 }
 
+# A port that is free now, below the kernel's ephemeral range: the node binds
+# it seconds later (after the plugins are enabled), and a port from that range
+# (what binding port 0 gives) may meanwhile become the local end of some
+# other process's outgoing connection (seen: dist_port_already_used).
 free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    python3 - <<'PY'
+import random, socket
+lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(200):
+    p = random.randrange(10000, lo - 32)  # the CLI uses p .. p + 20 too
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(p)
+    break
+else:
+    raise SystemExit("no free port below %d" % lo)
+PY
 }
 
 # Run a command as the node's owner, in the node's environment (DIR/node.env).
