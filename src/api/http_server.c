@@ -9,8 +9,9 @@
  * MHD calls on_access() several times per request: once when the headers are
  * in, once per chunk of body, once more when the body is complete. We copy the
  * body into a capped buffer; a body over max_body is answered 413 here and
- * never reaches the handler (at once when Content-Length announces it, after
- * draining otherwise). On the last call the handler runs. If it answered
+ * never reaches the handler: after it has been read and dropped, or without
+ * reading it when the client waits for 100 Continue or announces over
+ * DRAIN_FACTOR times max_body. On the last call the handler runs. If it answered
  * (http_req_respond) before returning, the answer is queued right away;
  * otherwise the connection is suspended, and http_req_respond() later builds
  * the answer, resumes the connection and arms the timer at 0 so that MHD_run
@@ -260,7 +261,13 @@ static enum MHD_Result queue_413(struct http_server *s, struct http_req *r)
     return queue_answer(r);
 }
 
-static int declared_too_big(struct http_server *s, struct MHD_Connection *conn)
+/* A declared body up to this many times max_body is read and dropped before
+ * the 413; a larger one is not read: the 413 is queued at once and the client
+ * may see its connection reset while it writes (see on_access). */
+#define DRAIN_FACTOR 16
+
+/* The Content-Length the request declares, or 0 when it declares none. */
+static unsigned long long declared_length(struct MHD_Connection *conn)
 {
     const char *cl =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -268,7 +275,14 @@ static int declared_too_big(struct http_server *s, struct MHD_Connection *conn)
         return 0;
     char *end = NULL;
     unsigned long long v = strtoull(cl, &end, 10);
-    return end != cl && v > s->max_body;
+    return end != cl ? v : 0;
+}
+
+/* Whether the client waits for "100 Continue" before it sends the body. */
+static int expects_continue(struct MHD_Connection *conn)
+{
+    const char *e = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    return e != NULL && strcasecmp(e, "100-continue") == 0;
 }
 
 /* MHD's access handler: see the opening comment for the sequence of calls. */
@@ -283,9 +297,16 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     if (r == NULL) {
         r = req_new(s, conn, method, url);
         *con_cls = r;
-        if (declared_too_big(s, conn)) {
+        unsigned long long len = declared_length(conn);
+        if (len > s->max_body) {
             r->too_big = 1;
-            return queue_413(s, r); /* MHD reads no further and closes after */
+            /* Answering now makes MHD close without reading the body. A
+             * client still sending it then gets a reset, often before it has
+             * read the 413 ("broken pipe" instead of the error). So unless
+             * the client waits for 100 Continue (then nothing is in flight)
+             * or the body is huge, drain it first, as for an undeclared one. */
+            if (expects_continue(conn) || len / DRAIN_FACTOR > s->max_body)
+                return queue_413(s, r);
         }
         return MHD_YES;
     }

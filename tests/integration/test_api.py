@@ -4,6 +4,7 @@ body cap, 404/405, idempotent gids, listing, health, command line, logs."""
 import copy
 import json
 import re
+import socket
 import subprocess
 import time
 import urllib.parse
@@ -243,6 +244,41 @@ def test_body_over_cap_413(dtxd_factory, participant):
     r = d.post("/v1/transactions", raw=body_of_size(participant, 4096))
     assert r.status == 201, r
     assert d.wait_final(r.body["gid"])["status"] == "succeeded"
+
+
+def raw_exchange(d, head, body=b"", *, shut=True):
+    """Send head and body on a fresh connection without looking at the
+    answer first (as libcurl and dtxctl do), then read it to the end."""
+    with socket.create_connection(("127.0.0.1", d.port), timeout=15) as s:
+        s.sendall(head + body)
+        if shut:
+            s.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+
+
+def test_413_reaches_a_client_that_sends_its_whole_body(dtxd_factory, participant):
+    """A body over the cap with its Content-Length is read and dropped
+    before the 413 (closing with it unread would reset the connection under
+    a client still writing, which then sees "broken pipe" instead of the
+    error); a client that waits for 100 Continue gets the 413 before sending
+    anything."""
+    d = dtxd_factory("--max-body", "65536")
+    body = body_of_size(participant, 600000)
+    head = (b"POST /v1/transactions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n" % len(body))
+    for _ in range(10):
+        out = raw_exchange(d, head + b"\r\n", body)
+        assert out.startswith(b"HTTP/1.1 413"), out[:200]
+        assert b'"body_too_large"' in out
+    out = raw_exchange(d, head + b"Expect: 100-continue\r\n\r\n", shut=False)
+    assert out.startswith(b"HTTP/1.1 413"), out[:200]  # no 100 Continue first
+    assert d.list().body["transactions"] == []
+    assert d.get("/healthz").status == 200
 
 
 def test_default_body_cap_is_1mib(dtxd, participant):
