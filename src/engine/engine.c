@@ -233,10 +233,20 @@ static void idx_compact(struct engine *e)
     e->idx_holes = 0;
 }
 
+/* Position of t in the index, or idx_len. A damaged log (whose CRCs still
+ * pass) can give two transactions the same seq: look through all of them. */
+static size_t idx_find(const struct engine *e, const struct txn *t)
+{
+    for (size_t pos = idx_lower(e, t->seq); pos < e->idx_len && e->seqs[pos] == t->seq; pos++)
+        if (e->txns[pos] == t)
+            return pos;
+    return e->idx_len;
+}
+
 static void idx_remove(struct engine *e, const struct txn *t)
 {
-    size_t pos = idx_lower(e, t->seq);
-    if (pos < e->idx_len && e->txns[pos] == t) {
+    size_t pos = idx_find(e, t);
+    if (pos < e->idx_len) {
         e->txns[pos] = NULL;
         e->idx_holes++;
         if (e->idx_holes > 1024 && e->idx_holes * 2 > e->idx_len)
@@ -246,8 +256,8 @@ static void idx_remove(struct engine *e, const struct txn *t)
 
 static void idx_replace(struct engine *e, const struct txn *old, struct txn *t)
 {
-    size_t pos = idx_lower(e, old->seq);
-    if (pos < e->idx_len && e->txns[pos] == old)
+    size_t pos = idx_find(e, old);
+    if (pos < e->idx_len)
         e->txns[pos] = t;
 }
 
