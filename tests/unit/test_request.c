@@ -186,6 +186,39 @@ static void test_payload_reserialized_compactly(void **state)
     }
 }
 
+/* jansson's memory during a parse comes from a 64 KiB block; a tree larger
+ * than that spills to malloc, and the next parse starts from an empty block. */
+static void test_payload_larger_than_the_parse_block(void **state)
+{
+    (void)state;
+    enum { ITEMS = 6000 };
+    char *payload = malloc(ITEMS * 32 + 16);
+    size_t n = 0;
+    n += (size_t)sprintf(payload + n, "[");
+    for (int i = 0; i < ITEMS; i++)
+        n += (size_t)sprintf(payload + n, "%s{\"item\":%d,\"t\":\"x%d\"}", i ? "," : "", i, i);
+    n += (size_t)sprintf(payload + n, "]");
+    size_t cap = n + 256;
+    char *body = malloc(cap);
+    snprintf(body, cap,
+             "{\"type\":\"saga\",\"steps\":[{\"action\":\"http://a/\",\"compensate\":"
+             "\"http://a/\",\"payload\": %s }]}",
+             payload);
+    for (int round = 0; round < 3; round++) {
+        struct txn_spec *s = parse_ok(body, &lim);
+        assert_int_equal(s->steps[0].payload_len, n);
+        assert_memory_equal(s->steps[0].payload, payload, n);
+        txn_spec_free(s);
+        s = parse_ok("{\"type\":\"saga\",\"steps\":[{\"action\":\"http://a/\",\"compensate\":"
+                     "\"http://a/\",\"payload\":{\"small\":[1]}}]}",
+                     &lim);
+        assert_string_equal(s->steps[0].payload, "{\"small\":[1]}");
+        txn_spec_free(s);
+    }
+    free(body);
+    free(payload);
+}
+
 static void test_invalid_json(void **state)
 {
     (void)state;
@@ -1131,6 +1164,7 @@ int main(void)
         cmocka_unit_test(test_minimal),
         cmocka_unit_test(test_full),
         cmocka_unit_test(test_payload_reserialized_compactly),
+        cmocka_unit_test(test_payload_larger_than_the_parse_block),
         cmocka_unit_test(test_invalid_json),
         cmocka_unit_test(test_body_not_object),
         cmocka_unit_test(test_duplicate_keys),
