@@ -21,6 +21,7 @@
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/err.h"
+#include "common/fmt.h"
 #include "common/slog.h"
 
 struct api {
@@ -153,13 +154,8 @@ static void put_str(struct buf *b, const char *s)
 
 static void put_u64(struct buf *b, unsigned long long v)
 {
-    char tmp[24];
-    char *p = tmp + sizeof tmp;
-    do {
-        *--p = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    buf_append(b, p, (size_t)(tmp + sizeof tmp - p));
+    char tmp[FMT_U64_MAX];
+    buf_append(b, tmp, fmt_u64(tmp, v));
 }
 
 static void put_time(struct buf *b, int64_t ms)

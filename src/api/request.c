@@ -34,6 +34,7 @@
 #include "common/alloc.h"
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/fmt.h"
 
 #define URL_MAX             2048
 #define GID_MAX             128
@@ -448,13 +449,27 @@ static void get_payload(json_t *obj, struct step_spec *st)
     st->payload = buf_steal(&b, &st->payload_len);
 }
 
+/* "<name>[<i>]" into out, which has room for name and 24 bytes more. With
+ * dot, a "." follows (the prefix of the item's fields). */
+static void item_path(char *out, const char *name, size_t i, int dot)
+{
+    size_t n = strlen(name);
+    memcpy(out, name, n);
+    out[n++] = '[';
+    n += fmt_u64(out + n, i);
+    out[n++] = ']';
+    if (dot)
+        out[n++] = '.';
+    out[n] = '\0';
+}
+
 static int parse_step(json_t *v, size_t i, size_t n, enum txn_type type,
                       const struct req_limits *lim, struct step_spec *st, struct req_error *err)
 {
     char path[32];
     char prefix[40];
-    snprintf(path, sizeof path, "steps[%zu]", i);
-    snprintf(prefix, sizeof prefix, "%s.", path);
+    item_path(path, "steps", i, 0);
+    item_path(prefix, "steps", i, 1);
     if (!json_is_object(v))
         return fail(err, REQ_ERR_WRONG_TYPE, path, "%s must be an object", path);
     if (check_keys(v, type == TXN_MSG ? msg_step_keys : saga_step_keys, prefix, err) != 0)
@@ -614,7 +629,7 @@ static int parse_branches(json_t *root, const struct req_limits *lim, struct txn
     spec->nsteps = (uint32_t)n;
     char path[32];
     for (size_t i = 0; i < n; i++) {
-        snprintf(path, sizeof path, "branches[%zu]", i);
+        item_path(path, "branches", i, 0);
         if (parse_branch_obj(json_array_get(branches, i), spec->type, path, lim, &spec->steps[i],
                              err) != 0)
             return DTX_EINVAL;
@@ -630,7 +645,7 @@ static int parse_branches(json_t *root, const struct req_limits *lim, struct txn
             continue;
         char id[16];
         for (;; next++) {
-            snprintf(id, sizeof id, "%u", next);
+            fmt_u64(id, next);
             size_t k = 0;
             while (k < n && !(spec->steps[k].id && strcmp(spec->steps[k].id, id) == 0))
                 k++;
@@ -930,8 +945,12 @@ static int parse_branch_obj(json_t *obj, enum txn_type type, const char *path,
                             const struct req_limits *lim, struct step_spec *out,
                             struct req_error *err)
 {
-    char f[sizeof err->field], prefix[48];
-    snprintf(prefix, sizeof prefix, "%s%s", path ? path : "", path ? "." : "");
+    char f[sizeof err->field], prefix[48] = "";
+    if (path != NULL) {
+        size_t n = strlen(path); /* "branches[i]" */
+        memcpy(prefix, path, n);
+        memcpy(prefix + n, ".", 2);
+    }
     if (!json_is_object(obj))
         return fail(err, REQ_ERR_WRONG_TYPE, path ? path : "", "%s must be an object",
                     path ? path : "the body");

@@ -20,6 +20,7 @@
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "common/crash.h"
+#include "common/fmt.h"
 #include "common/err.h"
 #include "common/hmap.h"
 #include "common/rnd.h"
@@ -431,7 +432,9 @@ static void trace_id(const char *gid, char out[33])
         h1 = (h1 ^ (unsigned char)*p) * 1099511628211ULL;
         h2 = (h2 ^ (unsigned char)*p) * 0x100000001B3ULL + 0x7F4A7C15ULL;
     }
-    snprintf(out, 33, "%016llx%016llx", (unsigned long long)h1, (unsigned long long)h2);
+    fmt_hex64(out, h1);
+    fmt_hex64(out + 16, h2);
+    out[32] = '\0';
 }
 
 void engine_call(struct engine *e, struct branch *b, const char *op, const char *url,
@@ -448,10 +451,12 @@ void engine_call_check(struct engine *e, struct txn *t, engine_check_fn cb)
 static void start_call(struct engine *e, struct txn *t, struct branch *b, const char *op,
                        const char *url, engine_call_fn cb, engine_check_fn check_cb)
 {
-    char tid[33], traceparent[64];
-    trace_id(t->gid, tid);
-    snprintf(traceparent, sizeof traceparent, "00-%s-%016llx-01", tid,
-             (unsigned long long)(rnd_next() | 1));
+    /* 00-<trace id>-<span id>-01 */
+    char traceparent[3 + 32 + 1 + 16 + 3 + 1] = "00-";
+    trace_id(t->gid, traceparent + 3);
+    traceparent[35] = '-';
+    fmt_hex64(traceparent + 36, rnd_next() | 1);
+    memcpy(traceparent + 52, "-01", 4);
     struct call_req req = {
         .url = url,
         .gid = t->gid,
@@ -595,7 +600,7 @@ static int lookup(struct engine *e, const char *gid, struct txn **out)
 static void next_branch_id(const struct txn *t, char out[16])
 {
     for (uint32_t n = t->nbranches + 1;; n++) {
-        snprintf(out, 16, "%u", n);
+        fmt_u64(out, n);
         if (txn_branch_by_id(t, out) == NULL)
             return;
     }

@@ -12,6 +12,7 @@
 
 #include "common/alloc.h"
 #include "common/err.h"
+#include "common/fmt.h"
 #include "common/slog.h"
 
 static const char *const type_names[TXN_TYPE_COUNT] = {"saga", "tcc", "2pc", "msg"};
@@ -198,8 +199,8 @@ struct txn *txn_new_from_spec(const struct txn_spec *spec, const char *gid, uint
     t->cap_branches = spec->nsteps ? spec->nsteps : 4;
     t->branches = xcalloc(t->cap_branches, sizeof *t->branches);
     for (uint32_t i = 0; i < spec->nsteps; i++) {
-        char id[16];
-        snprintf(id, sizeof id, "%u", i + 1);
+        char id[FMT_U64_MAX];
+        fmt_u64(id, i + 1);
         struct step_spec s = spec->steps[i];
         if (s.id == NULL)
             s.id = id;

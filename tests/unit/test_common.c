@@ -18,6 +18,7 @@
 #include "common/clock.h"
 #include "common/codec.h"
 #include "common/err.h"
+#include "common/fmt.h"
 #include "common/hmap.h"
 #include "common/slog.h"
 
@@ -471,6 +472,27 @@ static void test_slog_quote(void **state)
     assert_int_equal(slog_parse_level("loud", &l), DTX_EINVAL);
 }
 
+/* fmt_u64 and fmt_hex64 write what printf would. */
+static void test_fmt_numbers(void **state)
+{
+    (void)state;
+    const uint64_t cases[] = {
+        0, 1, 9, 10, 99, 100, 4294967295u, 4294967296u, 1234567890123456789u, UINT64_MAX};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char got[FMT_U64_MAX + 1], want[64];
+        memset(got, 'x', sizeof got);
+        size_t n = fmt_u64(got, cases[i]);
+        snprintf(want, sizeof want, "%llu", (unsigned long long)cases[i]);
+        assert_string_equal(got, want);
+        assert_int_equal(n, strlen(want));
+        char hex[17];
+        hex[16] = '\0';
+        fmt_hex64(hex, cases[i]);
+        snprintf(want, sizeof want, "%016llx", (unsigned long long)cases[i]);
+        assert_string_equal(hex, want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -480,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_buf_cap),
         cmocka_unit_test(test_buf_printf),
         cmocka_unit_test(test_buf_steal),
+        cmocka_unit_test(test_fmt_numbers),
         cmocka_unit_test(test_codec_roundtrip),
         cmocka_unit_test(test_codec_past_end),
         cmocka_unit_test(test_err_names),
