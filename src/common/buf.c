@@ -46,7 +46,7 @@ static int reserve(struct buf *b, size_t n)
     return 0;
 }
 
-int buf_append(struct buf *b, const void *p, size_t n)
+int buf_append_grow(struct buf *b, const void *p, size_t n)
 {
     int rc = reserve(b, n);
     if (rc != 0)

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct buf {
     char *data; /* NUL-terminated after len whenever data != NULL */
@@ -21,8 +22,22 @@ struct buf {
 void buf_init(struct buf *b, size_t max);
 void buf_free(struct buf *b);
 void buf_reset(struct buf *b);
-/* Append n bytes. Returns 0 or DTX_ETOOBIG (nothing appended). */
-int buf_append(struct buf *b, const void *p, size_t n);
+/* buf_append when the bytes do not fit in the room already allocated. */
+int buf_append_grow(struct buf *b, const void *p, size_t n);
+
+/* Append n bytes. Returns 0 or DTX_ETOOBIG (nothing appended). Inline for
+ * the common case (room left, under the cap): record encoding and answers
+ * append a few bytes at a time, about 150 appends a saga. */
+static inline int buf_append(struct buf *b, const void *p, size_t n)
+{
+    if (n < b->cap - b->len && n <= b->max - b->len) {
+        memcpy(b->data + b->len, p, n);
+        b->len += n;
+        b->data[b->len] = '\0';
+        return 0;
+    }
+    return buf_append_grow(b, p, n);
+}
 int buf_puts(struct buf *b, const char *s);
 /* printf-style append. Returns 0 or DTX_ETOOBIG. */
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
