@@ -25,6 +25,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <sanitizer/asan_interface.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -77,17 +78,22 @@ static const char *const retry_keys[] = {"initial_interval_ms", "max_interval_ms
 #define TREE_BLOCK (64 * 1024)
 #define TREE_ALIGN 16
 
-/* Under AddressSanitizer jansson keeps malloc and free, so that a use of a
- * freed jansson value is still caught. */
+/*
+ * Under AddressSanitizer the block is poisoned except for what is handed out
+ * and not yet freed, so a use of a freed jansson value, or of any value
+ * after tree_end, is still reported. Each allocation is then preceded by its
+ * size (to poison it again when freed) and followed by a poisoned redzone.
+ * Elsewhere these macros do nothing (asan_interface.h).
+ */
 #if defined(__SANITIZE_ADDRESS__)
-#define TREE_SANITIZED 1
+#define TREE_PAD TREE_ALIGN
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
-#define TREE_SANITIZED 1
+#define TREE_PAD TREE_ALIGN
 #endif
 #endif
-#ifndef TREE_SANITIZED
-#define TREE_SANITIZED 0
+#ifndef TREE_PAD
+#define TREE_PAD 0
 #endif
 
 static _Thread_local struct {
@@ -98,10 +104,13 @@ static _Thread_local struct {
 
 static void *tree_malloc(size_t n)
 {
-    size_t need = (n + TREE_ALIGN - 1) & ~(size_t)(TREE_ALIGN - 1);
-    if (tree.active && need >= n && need <= TREE_BLOCK - tree.used) {
-        void *p = tree.base + tree.used;
+    size_t need = TREE_PAD + ((n + TREE_ALIGN - 1) & ~(size_t)(TREE_ALIGN - 1)) + TREE_PAD;
+    if (tree.active && n <= TREE_BLOCK && need <= TREE_BLOCK - tree.used) {
+        char *p = tree.base + tree.used + TREE_PAD;
         tree.used += need;
+        ASAN_UNPOISON_MEMORY_REGION(p - TREE_PAD, TREE_PAD + n);
+        if (TREE_PAD)
+            memcpy(p - TREE_PAD, &n, sizeof n);
         return p;
     }
     return malloc(n);
@@ -110,8 +119,15 @@ static void *tree_malloc(size_t n)
 static void tree_free(void *p)
 {
     uintptr_t a = (uintptr_t)p, base = (uintptr_t)tree.base;
-    if (base != 0 && a >= base && a < base + TREE_BLOCK)
-        return; /* dropped with the block's other bytes at tree_end */
+    if (base != 0 && a >= base && a < base + TREE_BLOCK) {
+        /* reused only after tree_end; under ASan, out of bounds until then */
+        if (TREE_PAD) {
+            size_t n;
+            memcpy(&n, (char *)p - TREE_PAD, sizeof n);
+            ASAN_POISON_MEMORY_REGION(p, n);
+        }
+        return;
+    }
     free(p);
 }
 
@@ -123,11 +139,10 @@ static void tree_init(void)
 static void tree_begin(void)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
-    if (TREE_SANITIZED)
-        return;
     pthread_once(&once, tree_init);
     if (tree.base == NULL)
         tree.base = xmalloc(TREE_BLOCK);
+    ASAN_POISON_MEMORY_REGION(tree.base, TREE_BLOCK);
     tree.used = 0;
     tree.active = 1;
 }
@@ -135,6 +150,7 @@ static void tree_begin(void)
 /* After the tree's last json_decref. */
 static void tree_end(void)
 {
+    ASAN_POISON_MEMORY_REGION(tree.base, TREE_BLOCK);
     tree.active = 0;
     tree.used = 0;
 }
