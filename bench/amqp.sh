@@ -119,15 +119,10 @@ DATA_ROOT=$BUILD/bench-data
 RUN_DIR=$DATA_ROOT/amqp-run-$$
 TICKS=$(getconf CLK_TCK)
 
-for f in "$LOADGEN" "$BASELINE" "$DTXD"; do
-    if [ ! -x "$f" ]; then
-        echo "amqp.sh: $f not found: build it with make bench-amqp" >&2
-        exit 1
-    fi
-done
-
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
+require_built "make bench-amqp" "$LOADGEN" "$BASELINE" "$DTXD"
+
 
 PIDS=()
 RMQ_DIR=

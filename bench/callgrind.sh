@@ -33,19 +33,14 @@ WARM=${WARM:-3000}
 CONCURRENCY=${CONCURRENCY:-128}
 OUT=$BUILD/callgrind
 
-for f in "$BUILD/dtxd" "$BUILD/bench/loadgen" "$BUILD/bench/participant"; do
-    if [ ! -x "$f" ]; then
-        echo "callgrind.sh: $f not found: build it with make" >&2
-        exit 1
-    fi
-done
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+require_built make "$BUILD/dtxd" "$BUILD/bench/loadgen" "$BUILD/bench/participant"
 command -v valgrind >/dev/null || {
     echo "callgrind.sh: valgrind not found (apt-get install valgrind)" >&2
     exit 1
 }
 
-# shellcheck source=bench/lib.sh
-. bench/lib.sh
 
 PIDS=()
 cleanup() {

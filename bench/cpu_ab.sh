@@ -45,12 +45,7 @@ CONCURRENCY=${CONCURRENCY:-128}
 BUILD=${BUILD:-build}
 LOADGEN=$BUILD/bench/loadgen
 PARTICIPANT=$BUILD/bench/participant
-for f in "$LOADGEN" "$PARTICIPANT"; do
-    [ -x "$f" ] || {
-        echo "cpu_ab.sh: $f not found: build it with make" >&2
-        exit 1
-    }
-done
+require_built make "$LOADGEN" "$PARTICIPANT"
 TICKS=$(getconf CLK_TCK)
 
 PIDS=()

@@ -1,9 +1,22 @@
-# lib.sh - what the benchmark scripts (run.sh, pg2pc.sh, amqp.sh,
-# callgrind.sh) share; sourced, never run. They set PIDS=() and add every
+# lib.sh - what the benchmark scripts (run.sh, pg2pc.sh, amqp.sh, restart.sh,
+# callgrind.sh, cpu_ab.sh) share; sourced, never run. They set PIDS=() and add every
 # process they start to it; PROBE_WRITES is theirs too.
 # shellcheck shell=bash
 
 log() { echo "== $*" >&2; }
+
+# require_built HOW FILE...: stop with "<script>: FILE not found: build it
+# with HOW" unless every FILE is an executable.
+require_built() {
+    local how=$1 f
+    shift
+    for f in "$@"; do
+        if [ ! -x "$f" ]; then
+            echo "$(basename "$0"): $f not found: build it with $how" >&2
+            exit 1
+        fi
+    done
+}
 
 # Kill every process in PIDS and wait for them (in a script's EXIT trap).
 stop_pids() {

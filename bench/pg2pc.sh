@@ -89,15 +89,10 @@ DTXD=$BUILD/dtxd
 DATA_ROOT=$BUILD/bench-data
 RUN_DIR=$DATA_ROOT/pg2pc-run-$$
 
-for f in "$BENCH" "$DTXD"; do
-    if [ ! -x "$f" ]; then
-        echo "pg2pc.sh: $f not found: build it with make bench-pg2pc" >&2
-        exit 1
-    fi
-done
-
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
+require_built "make bench-pg2pc" "$BENCH" "$DTXD"
+
 
 PIDS=()
 PG_DIR=

@@ -40,12 +40,7 @@ COLD=${COLD:-0}
 DTXD_ARGS=${DTXD_ARGS:---log-level info}
 DTXD=$BUILD/dtxd
 LOADGEN=$BUILD/bench/loadgen
-for bin in "$DTXD" "$LOADGEN"; do
-    [ -x "$bin" ] || {
-        echo "restart.sh: $bin is missing (make bench-restart builds it)" >&2
-        exit 1
-    }
-done
+require_built "make bench-restart" "$DTXD" "$LOADGEN"
 if ((LIVE % BATCH)); then
     echo "restart.sh: LIVE ($LIVE) must be a multiple of BATCH ($BATCH)" >&2
     exit 1

@@ -52,15 +52,10 @@ DATA_ROOT=$BUILD/bench-data
 RUN_DIR=$DATA_ROOT/run-$$
 TICKS=$(getconf CLK_TCK)
 
-for f in "$LOADGEN" "$PARTICIPANT"; do
-    if [ ! -x "$f" ]; then
-        echo "run.sh: $f not found: build it with make" >&2
-        exit 1
-    fi
-done
-
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
+require_built make "$LOADGEN" "$PARTICIPANT"
+
 
 PIDS=()
 cleanup() {
