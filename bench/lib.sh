@@ -1,6 +1,6 @@
-# lib.sh - what the benchmark scripts (run.sh, pg2pc.sh, amqp.sh, restart.sh,
-# callgrind.sh, cpu_ab.sh) share; sourced, never run. They set PIDS=() and add every
-# process they start to it; PROBE_WRITES is theirs too.
+# lib.sh - what the benchmark scripts (run.sh, pg2pc.sh, amqp.sh,
+# restart.sh, callgrind.sh, cpu_ab.sh) share; sourced, never run. They set
+# PIDS=() and add every process they start to it; PROBE_WRITES is theirs too.
 # shellcheck shell=bash
 
 log() { echo "== $*" >&2; }
