@@ -99,7 +99,8 @@
  * In a segment over SCAN_THREAD_MIN bytes a second thread finds the valid
  * prefix (the CRCs are a sixth of a restart's time) while the recovering
  * thread hands the records already found valid to the replay callback, so
- * the callback never sees a record before it has been checked.
+ * the callback never sees a record before it has been checked. When it has
+ * caught up, it sleeps until the scanner publishes more.
  *
  * COMPACTION
  *
@@ -125,7 +126,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -770,9 +770,43 @@ struct scan {
     atomic_int stop; /* the replay gave up: stop early */
     const char *why;
     uint64_t seq, group;
+    /* The replay, caught up, sleeps on cv until end moves (never spins: on
+     * a busy machine a spinning replay takes the CPU the scan needs). */
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    atomic_int waiting;
 };
 
 #define SCAN_THREAD_MIN (1u << 20)
+#define SCAN_PUBLISH    256 /* records between two publications of end */
+
+/* Publish the scan's progress, and wake the replay if it waits for it.
+ * end and waiting are sequentially consistent: either the replay sees the
+ * new end before it sleeps, or this sees waiting and signals under the
+ * mutex the replay holds until it is in uv_cond_wait. */
+static void scan_publish(struct scan *sc, size_t end, int done)
+{
+    atomic_store(&sc->end, end);
+    if (done)
+        atomic_store(&sc->done, 1);
+    if (atomic_load(&sc->waiting)) {
+        uv_mutex_lock(&sc->mu);
+        uv_cond_signal(&sc->cv);
+        uv_mutex_unlock(&sc->mu);
+    }
+}
+
+/* The replay has used every record up to end: sleep until the scan has
+ * published more, or is done. */
+static void scan_wait(struct scan *sc, size_t end)
+{
+    uv_mutex_lock(&sc->mu);
+    atomic_store(&sc->waiting, 1);
+    while (!atomic_load(&sc->done) && atomic_load(&sc->end) == end)
+        uv_cond_wait(&sc->cv, &sc->mu);
+    atomic_store(&sc->waiting, 0);
+    uv_mutex_unlock(&sc->mu);
+}
 
 static void scan(void *arg)
 {
@@ -791,14 +825,13 @@ static void scan(void *arg)
         group = rec.seq - rec.idx;
         seq++;
         off += WAL_REC_HDR + rec.len;
-        if ((++k & 255) == 0)
-            atomic_store_explicit(&sc->end, off, memory_order_release);
+        if (++k % SCAN_PUBLISH == 0)
+            scan_publish(sc, off, 0);
     }
     sc->why = why;
     sc->seq = seq;
     sc->group = group;
-    atomic_store_explicit(&sc->end, off, memory_order_release);
-    atomic_store_explicit(&sc->done, 1, memory_order_release);
+    scan_publish(sc, off, 1);
 }
 
 /*
@@ -859,10 +892,17 @@ static int replay_segment(struct wal *w, uint64_t id, int last, struct replay *r
     sc.size = size;
     sc.salt = h.salt;
     sc.first_seq = h.first_seq;
-    if (r->fn != NULL && size > SCAN_THREAD_MIN && uv_thread_create(&scanner, scan, &sc) == 0)
-        scanning = 1;
-    else
-        scan(&sc);
+    if (r->fn != NULL && size > SCAN_THREAD_MIN && uv_mutex_init(&sc.mu) == 0) {
+        if (uv_cond_init(&sc.cv) != 0)
+            uv_mutex_destroy(&sc.mu);
+        else if (uv_thread_create(&scanner, scan, &sc) != 0) {
+            uv_cond_destroy(&sc.cv);
+            uv_mutex_destroy(&sc.mu);
+        } else
+            scanning = 1;
+    }
+    if (!scanning)
+        scan(&sc); /* no thread to wake: scan_publish finds nobody waiting */
     size_t off = WAL_SEG_HDR;
     for (;;) {
         int done = atomic_load_explicit(&sc.done, memory_order_acquire);
@@ -881,7 +921,7 @@ static int replay_segment(struct wal *w, uint64_t id, int last, struct replay *r
         }
         if (done)
             break;
-        sched_yield(); /* caught up with the scan */
+        scan_wait(&sc, end); /* caught up with the scan */
     }
     uint64_t seq = sc.seq, group = sc.group;
     why = sc.why;
@@ -919,6 +959,8 @@ out:
     if (scanning) {
         atomic_store_explicit(&sc.stop, 1, memory_order_relaxed);
         uv_thread_join(&scanner);
+        uv_cond_destroy(&sc.cv);
+        uv_mutex_destroy(&sc.mu);
     }
     if (img != NULL)
         munmap((void *)img, size);
