@@ -169,7 +169,9 @@ static void init_timers(struct txn *t)
 /* A timeout further away than this (about 100 years) is armed for then. */
 #define TIMEOUT_MAX_MS (100LL * 365 * 24 * 3600 * 1000)
 
-static void arm_timeout(struct engine *e, struct txn *t)
+/* Arm t's timeout, now being now_wall (wall ms) and now_mono (monotonic ms)
+ * read together: recovery reads them once for every live transaction. */
+static void arm_timeout_at(struct engine *e, struct txn *t, int64_t now_wall, uint64_t now_mono)
 {
     if (t->timeout_ms == 0 || txn_state_is_final(t->state))
         return;
@@ -179,11 +181,16 @@ static void arm_timeout(struct engine *e, struct txn *t)
     uint64_t tmo = t->timeout_ms > (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX : t->timeout_ms;
     if (__builtin_add_overflow(t->created_at, (int64_t)tmo, &deadline))
         deadline = t->created_at < 0 ? INT64_MIN : INT64_MAX;
-    if (__builtin_sub_overflow(deadline, clock_wall_ms(), &left))
+    if (__builtin_sub_overflow(deadline, now_wall, &left))
         left = deadline < 0 ? 0 : INT64_MAX;
     if (left > TIMEOUT_MAX_MS)
         left = TIMEOUT_MAX_MS;
-    arm(e, &t->timeout_timer, clock_mono_ms() + (left > 0 ? (uint64_t)left : 0));
+    arm(e, &t->timeout_timer, now_mono + (left > 0 ? (uint64_t)left : 0));
+}
+
+static void arm_timeout(struct engine *e, struct txn *t)
+{
+    arm_timeout_at(e, t, clock_wall_ms(), clock_mono_ms());
 }
 
 /* ---- the index ------------------------------------------------------- */
@@ -911,13 +918,15 @@ int engine_recover(struct engine *e)
         e->fin_tail = fin[i];
     }
     free(fin);
+    int64_t now_wall = clock_wall_ms();
+    uint64_t now_mono = clock_mono_ms();
     for (size_t i = 0; i < e->idx_len; i++) {
         struct txn *t = e->txns[i];
         if (t == NULL || txn_state_is_final(t->state))
             continue;
         live++;
         CRASH_POINT("recovery.before_resume");
-        arm_timeout(e, t);
+        arm_timeout_at(e, t, now_wall, now_mono);
         if (modes[t->type]->recovered)
             modes[t->type]->recovered(e, t);
         else
