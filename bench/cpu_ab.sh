@@ -69,6 +69,7 @@ run() {
     "$bin" --listen "127.0.0.1:$port" --data-dir "$data" --log-level warn \
         2>"$RUN_DIR/dtxd.err" &
     pid=$!
+    PIDS+=("$pid") # stopped on exit if this run fails
     for _ in $(seq 100); do
         curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && break
         sleep 0.05
