@@ -477,11 +477,12 @@ def retry_arg(retry=None):
     return f"{r['initial_interval_ms']},{r['max_interval_ms']},{r['limit']}"
 
 
-def transfer_cmd(dtxd, mode, src, dst, amount, *, gid, wait=True, extra=()):
-    """src/dst: (Bank, account). Returns the command line."""
+def transfer_cmd(dtxd, mode, src, dst, amount, *, gid, wait=True, extra=(), retry=None):
+    """src/dst: (Bank, account); retry: the policy (FAST_RETRY by default).
+    Returns the command line."""
     cmd = [str(transfer_bin()), "--dtx", f"http://{dtxd.listen}", "--from", src[0].target(src[1]),
            "--to", dst[0].target(dst[1]), "--amount", str(amount), "--mode", mode, "--gid", gid,
-           "--retry", retry_arg()]
+           "--retry", retry_arg(retry)]
     if wait:
         cmd += ["--wait", "--wait-ms", "30000"]
     return cmd + [str(a) for a in extra]
@@ -494,7 +495,8 @@ def transfer(dtxd, mode, src, dst, amount, *, gid, wait=True, extra=(), timeout=
     return TransferResult(r.returncode, r.stdout + r.stderr, gid)
 
 
-def transfer_async(dtxd, mode, src, dst, amount, *, gid, wait=False, extra=()):
+def transfer_async(dtxd, mode, src, dst, amount, *, gid, wait=False, extra=(), retry=None):
     """Start the transfer client; returns the Popen (stdout+stderr piped)."""
-    return subprocess.Popen(transfer_cmd(dtxd, mode, src, dst, amount, gid=gid, wait=wait, extra=extra),
+    return subprocess.Popen(transfer_cmd(dtxd, mode, src, dst, amount, gid=gid, wait=wait, extra=extra,
+                                         retry=retry),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

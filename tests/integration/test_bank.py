@@ -319,10 +319,14 @@ def test_kill9_at_each_phase_then_restart(env, mode, faults, held, expect):
                                        ("2pc", "/2pc/credit/commit"), ("msg", "/msg/credit")])
 def test_kill9_of_the_payee_bank_then_restart(env, mode, path):
     """The payee's bank dies in the middle of a call (before its change):
-    dtxd keeps retrying until it is back, and the money arrives once."""
+    dtxd keeps retrying until it is back, and the money arrives once. A
+    saga's action has a retry limit: with FAST_RETRY's 10 attempts, full
+    jitter could spend them in under 0.3 s, before the bank is back (seen
+    once on a loaded machine), so here the limit outlasts its restart."""
     env.B.fault(path, fail=1, status=0, delay_ms=5000)
     gid = new_gid(mode)
-    p = transfer_async(env.d, mode, env.alice(), env.bob(), 10, gid=gid, wait=False)
+    retry = dict(FAST_RETRY, limit=100)  # ~10 s of retries at the 200 ms cap
+    p = transfer_async(env.d, mode, env.alice(), env.bob(), 10, gid=gid, wait=False, retry=retry)
     env.B.wait_log(path + r" +delaying")
     env.B.kill9()
     p.wait(30)
